@@ -1,0 +1,61 @@
+"""The database engine and the one place that decides which errors mean "database unavailable"."""
+
+import asyncio
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
+
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+
+from shared.errors import DatabaseUnavailable
+from shared.settings import Settings
+
+
+def create_engine(settings: Settings) -> AsyncEngine:
+    """An engine whose connections autocommit.
+
+    Every repository call is a single statement, so autocommit makes each one atomic and
+    saves the BEGIN/COMMIT round trips; multi-statement work opens `conn.begin()` itself.
+    """
+    return create_async_engine(
+        settings.database_url,
+        isolation_level="AUTOCOMMIT",
+        pool_size=settings.db_pool_size,
+        max_overflow=settings.db_pool_size,
+        pool_timeout=settings.db_connect_timeout_seconds,
+        pool_recycle=1800,
+        connect_args={
+            "timeout": settings.db_connect_timeout_seconds,
+            "server_settings": {"application_name": "taskq"},
+        },
+    )
+
+
+def is_unavailable(exc: BaseException) -> bool:
+    """Whether `exc` means the database could not be reached (as opposed to a bad query)."""
+    if isinstance(exc, DBAPIError):
+        return exc.connection_invalidated or isinstance(exc, OperationalError | InterfaceError)
+    return isinstance(exc, PoolTimeoutError | OSError | asyncio.TimeoutError)
+
+
+@contextmanager
+def translate_unavailable() -> Iterator[None]:
+    """Turn connection-level failures into DatabaseUnavailable; let real bugs through."""
+    try:
+        yield
+    except Exception as exc:
+        if is_unavailable(exc):
+            raise DatabaseUnavailable() from exc
+        raise
+
+
+@asynccontextmanager
+async def connect(engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
+    """A pooled connection; failing to get one raises DatabaseUnavailable."""
+    with translate_unavailable():
+        conn = await engine.connect()
+    try:
+        yield conn
+    finally:
+        await conn.close()

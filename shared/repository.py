@@ -1,0 +1,183 @@
+"""All SQL of the service. Every status change is one guarded UPDATE ... RETURNING."""
+
+import uuid
+from collections.abc import Collection, Iterable
+from typing import Any
+
+from sqlalchemy import ColumnElement, case, func, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from shared import transitions as t
+from shared.db import translate_unavailable
+from shared.enums import TaskPriority, TaskStatus
+from shared.errors import TaskAlreadyFinished, TaskNotFound
+from shared.models import TaskPage, TaskRecord
+from shared.tables import tasks
+
+
+class TaskRepository:
+    """Reads and writes tasks on the connection it is given; the caller owns transactions."""
+
+    def __init__(self, conn: AsyncConnection) -> None:
+        self._conn = conn
+
+    async def create(
+        self,
+        *,
+        title: str,
+        description: str,
+        priority: TaskPriority,
+        kind: str,
+        params: dict[str, Any],
+    ) -> TaskRecord:
+        statement = (
+            tasks.insert()
+            .values(
+                title=title,
+                description=description,
+                priority=priority.value,
+                status=TaskStatus.NEW.value,
+                kind=kind,
+                params=params,
+            )
+            .returning(*tasks.c)
+        )
+        record = await self._one_or_none(statement)
+        assert record is not None, "INSERT ... RETURNING returns the row"
+        return record
+
+    async def get(self, task_id: uuid.UUID) -> TaskRecord:
+        record = await self._one_or_none(select(tasks).where(tasks.c.id == task_id))
+        if record is None:
+            raise TaskNotFound(f"task {task_id} not found")
+        return record
+
+    async def list_page(
+        self,
+        *,
+        statuses: Collection[TaskStatus] = (),
+        priorities: Collection[TaskPriority] = (),
+        limit: int,
+        offset: int,
+    ) -> TaskPage:
+        """Newest first, ties broken by id, so pages are stable while tasks keep arriving."""
+        where: list[ColumnElement[bool]] = []
+        if statuses:
+            where.append(tasks.c.status.in_([s.value for s in statuses]))
+        if priorities:
+            where.append(tasks.c.priority.in_([p.value for p in priorities]))
+        page = (
+            select(tasks)
+            .where(*where)
+            .order_by(tasks.c.created_at.desc(), tasks.c.id.desc())
+            .limit(limit)
+            .offset(offset)
+        )
+        count = select(func.count()).select_from(tasks).where(*where)
+        with translate_unavailable():
+            rows = (await self._conn.execute(page)).mappings().all()
+            total = (await self._conn.execute(count)).scalar_one()
+        return TaskPage(items=[TaskRecord.from_row(row) for row in rows], total=total)
+
+    async def mark_published(self, task_id: uuid.UUID) -> TaskRecord | None:
+        return await self._apply(t.PUBLISH, task_id)
+
+    async def claim(self, task_id: uuid.UUID) -> TaskRecord | None:
+        """Start an attempt, unless the task was cancelled, finished, or is running elsewhere."""
+        return await self._apply(
+            t.CLAIM,
+            task_id,
+            ~tasks.c.cancel_requested,
+            started_at=func.now(),
+            attempts=tasks.c.attempts + 1,
+        )
+
+    async def finish(
+        self,
+        task_id: uuid.UUID,
+        *,
+        transition: t.Transition,
+        attempt: int,
+        result: Any = None,
+        error: str | None = None,
+    ) -> TaskRecord | None:
+        """Record an attempt's outcome; fenced on the attempt so a stale one changes nothing."""
+        return await self._apply(
+            transition,
+            task_id,
+            tasks.c.attempts == attempt,
+            completed_at=func.now(),
+            result=result,
+            error=error,
+        )
+
+    async def release(self, task_id: uuid.UUID, *, attempt: int) -> TaskRecord | None:
+        """Hand an interrupted attempt back to the queue (worker shutdown)."""
+        return await self._apply(t.RELEASE, task_id, tasks.c.attempts == attempt, started_at=None)
+
+    async def cancel(self, task_id: uuid.UUID) -> TaskRecord:
+        """Cancel a queued task at once, or flag a running one for its worker to stop.
+
+        One statement decides both, so a claim racing with it either sees the flag or has
+        already started the task (which then gets the flag).
+        """
+        queued = tasks.c.status.in_(_values(t.CANCEL_QUEUED.sources))
+        statement = (
+            update(tasks)
+            .where(
+                tasks.c.id == task_id,
+                tasks.c.status.in_(_values(t.CANCEL_QUEUED.sources | t.CANCEL_RUNNING.sources)),
+            )
+            .values(
+                cancel_requested=True,
+                status=case((queued, t.CANCEL_QUEUED.target.value), else_=tasks.c.status),
+                completed_at=case((queued, func.now()), else_=tasks.c.completed_at),
+                updated_at=func.now(),
+            )
+            .returning(*tasks.c)
+        )
+        record = await self._one_or_none(statement)
+        if record is not None:
+            return record
+        current = await self.get(task_id)
+        if current.status is TaskStatus.CANCELLED:
+            return current
+        raise TaskAlreadyFinished(f"task {task_id} is already {current.status.value}")
+
+    async def cancel_requested_among(self, task_ids: Iterable[uuid.UUID]) -> set[uuid.UUID]:
+        """Which of these running tasks the API has asked to cancel."""
+        ids = list(task_ids)
+        if not ids:
+            return set()
+        statement = select(tasks.c.id).where(tasks.c.id.in_(ids), tasks.c.cancel_requested)
+        with translate_unavailable():
+            return set((await self._conn.execute(statement)).scalars().all())
+
+    async def _apply(
+        self,
+        transition: t.Transition,
+        task_id: uuid.UUID,
+        *conditions: ColumnElement[bool],
+        **values: Any,
+    ) -> TaskRecord | None:
+        """One guarded UPDATE; None when the task is not in a state the transition allows."""
+        statement = (
+            update(tasks)
+            .where(
+                tasks.c.id == task_id,
+                tasks.c.status.in_(_values(transition.sources)),
+                *conditions,
+            )
+            .values(status=transition.target.value, updated_at=func.now(), **values)
+            .returning(*tasks.c)
+        )
+        return await self._one_or_none(statement)
+
+    async def _one_or_none(self, statement: Any) -> TaskRecord | None:
+        with translate_unavailable():
+            row = (await self._conn.execute(statement)).mappings().one_or_none()
+        return None if row is None else TaskRecord.from_row(row)
+
+
+def _values(statuses: Iterable[TaskStatus]) -> list[str]:
+    return sorted(status.value for status in statuses)

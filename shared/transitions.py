@@ -1,0 +1,40 @@
+"""The task state machine: every allowed status change, in one place.
+
+Each transition becomes one guarded `UPDATE ... WHERE status IN (sources) RETURNING`
+in `shared.repository`, so two writers can never move a task backwards or finish it twice.
+"""
+
+from dataclasses import dataclass
+
+from shared.enums import TaskStatus
+
+S = TaskStatus
+
+
+@dataclass(frozen=True)
+class Transition:
+    name: str
+    sources: frozenset[TaskStatus]
+    target: TaskStatus
+
+    def allows(self, status: TaskStatus) -> bool:
+        return status in self.sources
+
+
+# API: the broker confirmed the message. A worker may already have moved the task on.
+PUBLISH = Transition("publish", frozenset({S.NEW}), S.PENDING)
+# Worker: start running. NEW is allowed because the message can outrun the API's PUBLISH.
+CLAIM = Transition("claim", frozenset({S.NEW, S.PENDING}), S.IN_PROGRESS)
+# Worker: the handler returned.
+COMPLETE = Transition("complete", frozenset({S.IN_PROGRESS}), S.COMPLETED)
+# Worker: the handler raised.
+FAIL = Transition("fail", frozenset({S.IN_PROGRESS}), S.FAILED)
+# API: cancel a task no worker has started; the flag also stops a claim racing with it.
+CANCEL_QUEUED = Transition("cancel_queued", frozenset({S.NEW, S.PENDING}), S.CANCELLED)
+# Worker: the handler stopped because the API asked for cancellation while it ran.
+CANCEL_RUNNING = Transition("cancel_running", frozenset({S.IN_PROGRESS}), S.CANCELLED)
+
+# Worker: shutdown interrupted the handler; the task goes back to the queue for another worker.
+RELEASE = Transition("release", frozenset({S.IN_PROGRESS}), S.PENDING)
+
+ALL = (PUBLISH, CLAIM, COMPLETE, FAIL, CANCEL_QUEUED, CANCEL_RUNNING, RELEASE)
