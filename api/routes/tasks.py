@@ -1,0 +1,80 @@
+"""The /api/v1/tasks resource."""
+
+import uuid
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query, Response, status
+
+from api import submission
+from api.deps import PublisherDep, RepositoryDep
+from api.schemas import ErrorOut, TaskCreate, TaskList, TaskOut, TaskStatusOut
+from shared.enums import TaskPriority, TaskStatus
+
+router = APIRouter(prefix="/api/v1/tasks", tags=["tasks"])
+
+ERRORS: dict[int | str, dict[str, Any]] = {
+    503: {"model": ErrorOut, "description": "The database is unreachable"},
+}
+NOT_FOUND: dict[int | str, dict[str, Any]] = {
+    404: {"model": ErrorOut, "description": "No task has this id"},
+}
+
+
+@router.post(
+    "",
+    status_code=status.HTTP_201_CREATED,
+    responses={
+        413: {"model": ErrorOut, "description": "Body over 1 MiB"},
+        **ERRORS,
+    },
+)
+async def create_task(
+    body: TaskCreate, response: Response, repo: RepositoryDep, publisher: PublisherDep
+) -> TaskOut:
+    """Store a task and queue it. Status PENDING once queued, NEW if the broker is unreachable."""
+    task = await submission.submit(repo, publisher, body)
+    response.headers["Location"] = f"{router.prefix}/{task.id}"
+    return TaskOut.model_validate(task)
+
+
+@router.get("", responses=ERRORS)
+async def list_tasks(
+    repo: RepositoryDep,
+    status_: Annotated[list[TaskStatus] | None, Query(alias="status")] = None,
+    priority: Annotated[list[TaskPriority] | None, Query()] = None,
+    limit: Annotated[int, Query(ge=1, le=100)] = 20,
+    offset: Annotated[int, Query(ge=0, le=1_000_000_000)] = 0,
+) -> TaskList:
+    """Tasks, newest first; `status` and `priority` may each be given several times."""
+    page = await repo.list_page(
+        statuses=status_ or (), priorities=priority or (), limit=limit, offset=offset
+    )
+    items = [TaskOut.model_validate(task) for task in page.items]
+    return TaskList(items=items, total=page.total, limit=limit, offset=offset)
+
+
+@router.get("/{task_id}", responses={**NOT_FOUND, **ERRORS})
+async def get_task(task_id: uuid.UUID, repo: RepositoryDep) -> TaskOut:
+    return TaskOut.model_validate(await repo.get(task_id))
+
+
+@router.get("/{task_id}/status", responses={**NOT_FOUND, **ERRORS})
+async def get_task_status(task_id: uuid.UUID, repo: RepositoryDep) -> TaskStatusOut:
+    return TaskStatusOut.of(await repo.get(task_id))
+
+
+@router.delete(
+    "/{task_id}",
+    responses={
+        202: {"model": TaskOut, "description": "Running: its worker will stop it"},
+        409: {"model": ErrorOut, "description": "Already COMPLETED or FAILED"},
+        **NOT_FOUND,
+        **ERRORS,
+    },
+)
+async def cancel_task(task_id: uuid.UUID, response: Response, repo: RepositoryDep) -> TaskOut:
+    """Cancel (never erase) a task: at once if queued, by its worker if running."""
+    task = await repo.cancel(task_id)
+    if task.status is TaskStatus.IN_PROGRESS:
+        response.status_code = status.HTTP_202_ACCEPTED
+    return TaskOut.model_validate(task)

@@ -1,0 +1,42 @@
+"""Submitting a task: store it, publish it, mark it published — in that order.
+
+The row is committed before the publish, so a worker never receives an id the database does
+not have; a publish that fails leaves the task NEW, stored and safe, for a later publish.
+"""
+
+import logging
+
+from api.schemas import TaskCreate
+from shared.broker import Publisher
+from shared.errors import BrokerUnavailable
+from shared.models import TaskRecord
+from shared.repository import TaskRepository
+
+log = logging.getLogger(__name__)
+
+
+async def submit(repo: TaskRepository, publisher: Publisher, request: TaskCreate) -> TaskRecord:
+    task = await repo.create(
+        title=request.title,
+        description=request.description,
+        priority=request.priority,
+        kind=request.kind,
+        params=request.params,
+    )
+    log.info("task %s created (NEW)", task.id)
+    return await publish(repo, publisher, task)
+
+
+async def publish(repo: TaskRepository, publisher: Publisher, task: TaskRecord) -> TaskRecord:
+    """Publish a NEW task and move it to PENDING; on broker trouble it simply stays NEW."""
+    try:
+        await publisher.publish(task.id, task.priority)
+    except BrokerUnavailable as exc:
+        log.warning("task %s stays NEW: %s", task.id, exc)
+        return task
+    published = await repo.mark_published(task.id)
+    if published is None:
+        # A worker got the message first and already moved the task on: report that state.
+        return await repo.get(task.id)
+    log.info("task %s published (PENDING)", task.id)
+    return published
