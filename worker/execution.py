@@ -1,0 +1,71 @@
+"""Running one claimed task's handler and turning what happened into an outcome."""
+
+import asyncio
+import logging
+import traceback
+from dataclasses import dataclass
+from typing import Any
+
+from shared import transitions as t
+from shared.kinds import parse_params
+from shared.models import TaskRecord
+from shared.settings import Settings
+from worker.context import TaskContext
+from worker.handlers import HANDLERS
+
+log = logging.getLogger(__name__)
+
+# `error` keeps the exception and the innermost frames; a whole deep traceback is noise.
+ERROR_MAX_CHARS = 4000
+
+
+@dataclass(frozen=True)
+class Outcome:
+    transition: t.Transition  # COMPLETE, FAIL or CANCEL_RUNNING
+    result: Any = None
+    error: str | None = None
+
+
+class Execution:
+    """A handler running for one attempt of a task; the cancel watcher can stop it."""
+
+    def __init__(self, task: TaskRecord, settings: Settings) -> None:
+        self.task = task
+        self.context = TaskContext(task_id=task.id, attempt=task.attempts, settings=settings)
+        self._handler = asyncio.create_task(self._call_handler(), name=f"handler-{task.id}")
+
+    def cancel(self) -> None:
+        """Stop the handler because the API asked to cancel the task."""
+        self.context.request_cancel()
+        self._handler.cancel()
+
+    async def outcome(self) -> Outcome:
+        """Wait for the handler. If this wait itself is cancelled, the handler is too."""
+        try:
+            await asyncio.wait({self._handler})
+        except asyncio.CancelledError:
+            self._handler.cancel()
+            raise
+        if self._handler.cancelled():
+            if self.context.cancel_requested:
+                return Outcome(t.CANCEL_RUNNING)
+            raise asyncio.CancelledError
+        exc = self._handler.exception()
+        if exc is not None:
+            return Outcome(t.FAIL, error=describe(exc))
+        return Outcome(t.COMPLETE, result=self._handler.result())
+
+    async def _call_handler(self) -> Any:
+        params = parse_params(self.task.kind, self.task.params)
+        return await HANDLERS[self.task.kind](self.context, params)
+
+
+def describe(exc: BaseException) -> str:
+    """`Type: message`, then the last frames of the traceback, within ERROR_MAX_CHARS."""
+    headline = f"{type(exc).__name__}: {exc}"
+    frames = "".join(traceback.format_exception(exc))
+    text = f"{headline}\n\n{frames}"
+    if len(text) <= ERROR_MAX_CHARS:
+        return text
+    tail = frames[-(ERROR_MAX_CHARS - len(headline) - 10) :]
+    return f"{headline}\n\n...{tail}"[:ERROR_MAX_CHARS]

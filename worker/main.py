@@ -1,0 +1,62 @@
+"""The worker process: consume the task queue until SIGTERM/SIGINT, then stop cleanly."""
+
+import asyncio
+import contextlib
+import logging
+import signal
+
+import aio_pika
+from aio_pika.abc import AbstractQueue
+
+from shared.broker import declare_topology
+from shared.db import create_engine
+from shared.settings import Settings
+from worker.cancel_watch import watch_cancellations
+from worker.consumer import Consumer
+
+log = logging.getLogger(__name__)
+
+
+async def run_worker(settings: Settings) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+
+    engine = create_engine(settings)
+    consumer = Consumer(engine, settings)
+    connection = await aio_pika.connect_robust(settings.amqp_url)
+    watcher = asyncio.create_task(
+        watch_cancellations(engine, consumer.running, settings.cancel_poll_seconds)
+    )
+    try:
+        channel = await connection.channel()
+        await channel.set_qos(prefetch_count=settings.worker_prefetch)
+        queue = await declare_topology(channel, settings.queue_name)
+        consumer_tag = await queue.consume(consumer.on_message)
+        log.info("worker consuming %r (prefetch %d)", settings.queue_name, settings.worker_prefetch)
+        await stop.wait()
+        await _shut_down(queue, consumer_tag, consumer, settings)
+    finally:
+        watcher.cancel()
+        await connection.close()
+        await engine.dispose()
+
+
+async def _shut_down(
+    queue: AbstractQueue, consumer_tag: str, consumer: Consumer, settings: Settings
+) -> None:
+    """Stop taking messages, let running tasks finish within the bound, hand back the rest."""
+    await queue.cancel(consumer_tag)
+    in_flight = set(consumer.in_flight)
+    log.info("shutting down: waiting for %d task(s)", len(in_flight))
+    if not in_flight:
+        return
+    _, unfinished = await asyncio.wait(in_flight, timeout=settings.worker_shutdown_timeout_seconds)
+    for task in unfinished:
+        task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await asyncio.gather(*unfinished, return_exceptions=True)
+    log.info(
+        "shutdown: %d finished, %d handed back", len(in_flight) - len(unfinished), len(unfinished)
+    )
