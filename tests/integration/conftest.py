@@ -1,0 +1,83 @@
+"""Per-test plumbing for the integration tests: a clean table and queue, API client, workers."""
+
+from collections.abc import AsyncIterator, Callable, Iterator
+
+import aio_pika
+import httpx
+import pytest
+from aio_pika.abc import AbstractChannel, AbstractConnection
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from api.main import create_app
+from shared.broker import declare_topology, topology
+from shared.db import create_engine
+from shared.repository import TaskRepository
+from shared.settings import Settings
+from tests.support.processes import Process, start_worker
+
+
+@pytest.fixture(scope="session")
+async def engine(settings: Settings) -> AsyncIterator[AsyncEngine]:
+    engine = create_engine(settings)
+    yield engine
+    await engine.dispose()
+
+
+@pytest.fixture(scope="session")
+async def amqp(settings: Settings) -> AsyncIterator[AbstractConnection]:
+    connection = await aio_pika.connect(settings.amqp_url)
+    yield connection
+    async with connection.channel() as channel:
+        for spec in topology(settings.queue_name):
+            await channel.queue_delete(spec.name)
+    await connection.close()
+
+
+@pytest.fixture
+async def channel(amqp: AbstractConnection) -> AsyncIterator[AbstractChannel]:
+    channel = await amqp.channel()
+    yield channel
+    await channel.close()
+
+
+@pytest.fixture(autouse=True)
+async def clean_state(engine: AsyncEngine, channel: AbstractChannel, settings: Settings) -> None:
+    """Every test starts with no tasks and empty queues."""
+    async with engine.connect() as conn:
+        await conn.execute(text("TRUNCATE tasks"))
+    await declare_topology(channel, settings.queue_name)
+    for spec in topology(settings.queue_name):
+        await (await channel.get_queue(spec.name)).purge()
+
+
+@pytest.fixture
+async def repo(engine: AsyncEngine) -> AsyncIterator[TaskRepository]:
+    async with engine.connect() as conn:
+        yield TaskRepository(conn)
+
+
+@pytest.fixture
+async def client(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
+    """The API in this process, lifespan included, over an in-memory transport."""
+    app = create_app(settings)
+    async with app.router.lifespan_context(app):
+        await app.state.publisher.wait_connected(timeout_s=5)
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://api") as client:
+            yield client
+
+
+@pytest.fixture
+def workers(settings: Settings) -> Iterator[Callable[..., Process]]:
+    """Start worker processes; every one still running is stopped after the test."""
+    started: list[Process] = []
+
+    def start(**env: str) -> Process:
+        process = start_worker(settings, **env)
+        started.append(process)
+        return process
+
+    yield start
+    for process in started:
+        process.stop()

@@ -1,0 +1,69 @@
+"""DELETE /api/v1/tasks/{id} cancels; it never erases."""
+
+import uuid
+
+import httpx
+
+from shared import transitions as t
+from shared.repository import TaskRepository
+
+URL = "/api/v1/tasks"
+
+
+async def create(client: httpx.AsyncClient) -> uuid.UUID:
+    return uuid.UUID((await client.post(URL, json={"title": "t"})).json()["id"])
+
+
+async def test_queued_task_is_cancelled_at_once(client: httpx.AsyncClient) -> None:
+    task_id = await create(client)
+
+    response = await client.delete(f"{URL}/{task_id}")
+
+    assert response.status_code == 200
+    body = response.json()
+    assert body["status"] == "CANCELLED" and body["cancel_requested"] is True
+    assert body["completed_at"] is not None and body["started_at"] is None
+    assert (await client.get(f"{URL}/{task_id}")).json()["status"] == "CANCELLED"
+
+
+async def test_cancelling_twice_is_idempotent(client: httpx.AsyncClient) -> None:
+    task_id = await create(client)
+    first = await client.delete(f"{URL}/{task_id}")
+
+    second = await client.delete(f"{URL}/{task_id}")
+
+    assert second.status_code == 200
+    assert second.json() == first.json()
+
+
+async def test_running_task_is_flagged_and_answers_202(
+    client: httpx.AsyncClient, repo: TaskRepository
+) -> None:
+    task_id = await create(client)
+    await repo.claim(task_id)
+
+    response = await client.delete(f"{URL}/{task_id}")
+
+    assert response.status_code == 202
+    assert response.json()["status"] == "IN_PROGRESS"
+    assert response.json()["cancel_requested"] is True
+
+
+async def test_finished_task_cannot_be_cancelled(
+    client: httpx.AsyncClient, repo: TaskRepository
+) -> None:
+    for outcome in (t.COMPLETE, t.FAIL):
+        task_id = await create(client)
+        claimed = await repo.claim(task_id)
+        assert claimed is not None
+        await repo.finish(task_id, transition=outcome, attempt=claimed.attempts)
+
+        response = await client.delete(f"{URL}/{task_id}")
+
+        assert response.status_code == 409
+        assert outcome.target.value in response.json()["detail"]
+
+
+async def test_cancelling_an_unknown_task_is_404(client: httpx.AsyncClient) -> None:
+    response = await client.delete(f"{URL}/{uuid.uuid4()}")
+    assert response.status_code == 404

@@ -1,0 +1,109 @@
+"""GET endpoints: listing with filters and pages, one task, and its status."""
+
+import uuid
+
+import httpx
+import pytest
+
+from shared import transitions as t
+from shared.repository import TaskRepository
+
+URL = "/api/v1/tasks"
+
+
+async def create(client: httpx.AsyncClient, title: str, priority: str = "MEDIUM") -> str:
+    response = await client.post(URL, json={"title": title, "priority": priority})
+    assert response.status_code == 201
+    return str(response.json()["id"])
+
+
+async def test_list_is_newest_first_with_total_limit_and_offset(client: httpx.AsyncClient) -> None:
+    ids = [await create(client, f"task {n}") for n in range(5)]
+
+    first = (await client.get(URL, params={"limit": 2})).json()
+    second = (await client.get(URL, params={"limit": 2, "offset": 2})).json()
+    last = (await client.get(URL, params={"limit": 2, "offset": 4})).json()
+
+    assert first["total"] == 5 and first["limit"] == 2 and first["offset"] == 0
+    listed = [item["id"] for page in (first, second, last) for item in page["items"]]
+    assert listed == list(reversed(ids))
+
+
+async def test_list_filters_by_several_statuses_and_priorities(
+    client: httpx.AsyncClient, repo: TaskRepository
+) -> None:
+    low = await create(client, "low", "LOW")
+    high = await create(client, "high", "HIGH")
+    running_high = await create(client, "running", "HIGH")
+    await repo.claim(uuid.UUID(running_high))
+
+    by_priority = (await client.get(URL, params={"priority": ["HIGH", "LOW"]})).json()
+    by_status = (await client.get(URL, params={"status": "IN_PROGRESS"})).json()
+    both = (await client.get(URL, params={"status": ["PENDING"], "priority": "HIGH"})).json()
+
+    assert {i["id"] for i in by_priority["items"]} == {low, high, running_high}
+    assert [i["id"] for i in by_status["items"]] == [running_high]
+    assert [i["id"] for i in both["items"]] == [high] and both["total"] == 1
+
+
+@pytest.mark.parametrize(
+    "params",
+    [
+        {"limit": 0},
+        {"limit": 101},
+        {"limit": "ten"},
+        {"offset": -1},
+        {"status": "DONE"},
+        {"priority": "low"},
+    ],
+)
+async def test_bad_list_parameters_are_refused_with_422(
+    client: httpx.AsyncClient, params: dict[str, str | int]
+) -> None:
+    response = await client.get(URL, params=params)
+    assert response.status_code == 422
+    assert response.json()["detail"]
+
+
+async def test_get_returns_every_field(client: httpx.AsyncClient) -> None:
+    task_id = await create(client, "one")
+
+    body = (await client.get(f"{URL}/{task_id}")).json()
+
+    assert set(body) == {
+        "id", "title", "description", "priority", "status", "kind", "params", "result",
+        "error", "attempts", "cancel_requested", "created_at", "updated_at", "started_at",
+        "completed_at",
+    }  # fmt: skip
+    assert body["id"] == task_id and body["title"] == "one"
+
+
+@pytest.mark.parametrize("suffix", ["", "/status"])
+async def test_unknown_id_is_404_and_malformed_id_is_422(
+    client: httpx.AsyncClient, suffix: str
+) -> None:
+    missing = await client.get(f"{URL}/{uuid.uuid4()}{suffix}")
+    malformed = await client.get(f"{URL}/not-a-uuid{suffix}")
+
+    assert missing.status_code == 404
+    assert "not found" in missing.json()["detail"]
+    assert malformed.status_code == 422
+
+
+async def test_status_reports_duration_once_started_and_finished(
+    client: httpx.AsyncClient, repo: TaskRepository
+) -> None:
+    task_id = uuid.UUID(await create(client, "timed"))
+    before = (await client.get(f"{URL}/{task_id}/status")).json()
+    claimed = await repo.claim(task_id)
+    assert claimed is not None
+    await repo.finish(task_id, transition=t.COMPLETE, attempt=claimed.attempts, result={})
+
+    after = (await client.get(f"{URL}/{task_id}/status")).json()
+
+    assert before["status"] == "PENDING" and before["duration_seconds"] is None
+    assert set(after) == {
+        "id", "status", "created_at", "started_at", "completed_at", "duration_seconds",
+    }  # fmt: skip
+    assert after["status"] == "COMPLETED"
+    assert after["duration_seconds"] is not None and after["duration_seconds"] >= 0
