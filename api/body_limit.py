@@ -1,4 +1,8 @@
-"""Refuse request bodies over a size limit before they are read into memory."""
+"""Refuse request bodies over a size limit before they are read into memory.
+
+FastAPI's own `max_body_size` answers a declared oversize body with plain text; this one
+always answers JSON, like every other error of the API.
+"""
 
 from starlette.exceptions import HTTPException
 from starlette.responses import JSONResponse

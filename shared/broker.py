@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import aio_pika
+import aiormq
 from aio_pika.abc import AbstractChannel, AbstractQueue, AbstractRobustConnection
 
 from shared import messages
@@ -105,7 +106,12 @@ class Publisher:
                     routing_key=self._settings.queue_name,
                     mandatory=True,
                 )
-        except (TimeoutError, aio_pika.exceptions.AMQPError, ConnectionError) as exc:
+        except (
+            TimeoutError,
+            ConnectionError,
+            aio_pika.exceptions.AMQPError,
+            aiormq.exceptions.ChannelInvalidStateError,
+        ) as exc:
             raise BrokerUnavailable(f"publish of task {task_id} failed: {exc!r}") from exc
 
     async def close(self) -> None:
@@ -135,5 +141,10 @@ class Publisher:
         except BaseException:
             await connection.close()
             raise
+        channel.close_callbacks.add(_log_close)
         self._connection, self._channel = connection, channel
         log.info("publisher connected to the broker")
+
+
+def _log_close(channel: object, reason: BaseException | None) -> None:
+    log.warning("publisher channel closed: %r", reason)

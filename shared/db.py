@@ -23,7 +23,7 @@ def create_engine(settings: Settings) -> AsyncEngine:
         isolation_level="AUTOCOMMIT",
         pool_size=settings.db_pool_size,
         max_overflow=settings.db_pool_size,
-        pool_timeout=settings.db_connect_timeout_seconds,
+        pool_timeout=settings.db_pool_timeout_seconds,
         pool_recycle=1800,
         connect_args={
             "timeout": settings.db_connect_timeout_seconds,

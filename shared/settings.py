@@ -22,6 +22,8 @@ class Settings(BaseSettings):
     # Database pool of each process. The API holds one connection per in-flight request.
     db_pool_size: int = Field(10, ge=1, le=100)
     db_connect_timeout_seconds: float = Field(5.0, gt=0)
+    # How long a request waits for a free pooled connection under load before answering 503.
+    db_pool_timeout_seconds: float = Field(30.0, gt=0)
     # A publish that the broker has not confirmed by then leaves the task NEW (never a hang).
     publish_timeout_seconds: float = Field(2.0, gt=0, le=60)
     # How often a process that lost the broker tries to reach it again.

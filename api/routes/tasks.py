@@ -24,6 +24,7 @@ NOT_FOUND: dict[int | str, dict[str, Any]] = {
     "",
     status_code=status.HTTP_201_CREATED,
     responses={
+        400: {"model": ErrorOut, "description": "Body is not UTF-8 text"},
         413: {"model": ErrorOut, "description": "Body over 1 MiB"},
         **ERRORS,
     },

@@ -1,0 +1,68 @@
+"""Helpers the worker tests share: creating tasks and waiting on their state."""
+
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+import httpx
+from aio_pika.abc import AbstractChannel
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from shared.enums import TERMINAL_STATUSES
+from shared.models import TaskRecord
+from shared.tables import tasks
+from tests.support.processes import Process
+from tests.support.waiting import wait_until
+
+URL = "/api/v1/tasks"
+
+
+async def create(client: httpx.AsyncClient, **body: Any) -> uuid.UUID:
+    response = await client.post(URL, json={"title": "t", **body})
+    assert response.status_code == 201, response.text
+    return uuid.UUID(response.json()["id"])
+
+
+async def all_tasks(engine: AsyncEngine) -> list[TaskRecord]:
+    async with engine.connect() as conn:
+        rows = (await conn.execute(select(tasks))).mappings().all()
+    return [TaskRecord.from_row(row) for row in rows]
+
+
+async def wait_all_terminal(
+    engine: AsyncEngine, count: int, timeout_s: float = 30
+) -> list[TaskRecord]:
+    async def probe() -> list[TaskRecord]:
+        found = await all_tasks(engine)
+        done = [task for task in found if task.status in TERMINAL_STATUSES]
+        return found if len(done) == count else []
+
+    return await wait_until(probe, timeout_s=timeout_s, what=f"{count} finished tasks")
+
+
+async def wait_task(
+    engine: AsyncEngine, task_id: uuid.UUID, check: Callable[[TaskRecord], bool], what: str
+) -> TaskRecord:
+    async def probe() -> TaskRecord | None:
+        found = [task for task in await all_tasks(engine) if task.id == task_id]
+        return found[0] if found and check(found[0]) else None
+
+    return await wait_until(probe, timeout_s=15, what=what)
+
+
+async def wait_consumers(channel: AbstractChannel, queue_name: str, count: int) -> None:
+    """Wait until `count` workers consume the queue: they are ready for work."""
+
+    async def probe() -> bool:
+        queue = await channel.declare_queue(queue_name, passive=True)
+        return queue.declaration_result.consumer_count == count
+
+    await wait_until(probe, timeout_s=15, what=f"{count} consumer(s) on {queue_name}")
+
+
+async def wait_log(process: Process, text: str) -> None:
+    async def probe() -> bool:
+        return text in process.output
+
+    await wait_until(probe, timeout_s=15, what=f"log line {text!r}")
