@@ -34,6 +34,7 @@ async def get_repository(
         yield TaskRepository(conn)
 
 
+EngineDep = Annotated[AsyncEngine, Depends(get_engine)]
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 PublisherDep = Annotated[Publisher, Depends(get_publisher)]
 RepositoryDep = Annotated[TaskRepository, Depends(get_repository)]

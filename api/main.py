@@ -7,7 +7,7 @@ from fastapi import FastAPI
 
 from api import errors
 from api.body_limit import BodyLimitMiddleware
-from api.routes import tasks
+from api.routes import health, tasks
 from shared.broker import Publisher
 from shared.db import create_engine
 from shared.logs import configure_logging
@@ -38,6 +38,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.add_middleware(BodyLimitMiddleware)
     errors.install(app)
+    app.include_router(health.router)
     app.include_router(tasks.router)
     return app
 

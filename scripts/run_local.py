@@ -49,7 +49,9 @@ def main() -> int:
         subprocess.Popen([sys.executable, "-m", "worker"], cwd=ROOT) for _ in range(workers)
     ]
     print(f"API on http://127.0.0.1:{port}/docs with {workers} worker(s); Ctrl-C stops", flush=True)
+    # Set both explicitly: a shell that starts us in the background ignores SIGINT.
     signal.signal(signal.SIGTERM, _interrupt)
+    signal.signal(signal.SIGINT, _interrupt)
     try:
         while all(child.poll() is None for child in children):
             time.sleep(0.5)

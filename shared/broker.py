@@ -95,9 +95,13 @@ class Publisher:
         done, _ = await asyncio.wait({self._connector}, timeout=timeout_s)
         return bool(done)
 
+    @property
+    def connected(self) -> bool:
+        return self._channel is not None and not self._channel.is_closed
+
     async def publish(self, task_id: uuid.UUID, priority: TaskPriority) -> None:
         channel = self._channel
-        if channel is None or channel.is_closed:
+        if channel is None or not self.connected:
             raise BrokerUnavailable("not connected to the broker")
         try:
             async with asyncio.timeout(self._settings.publish_timeout_seconds):
@@ -119,6 +123,8 @@ class Publisher:
             self._connector.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._connector
+        if self._channel is not None:
+            self._channel.close_callbacks.discard(_log_close)
         if self._connection is not None:
             await self._connection.close()
 

@@ -4,6 +4,7 @@ import asyncio
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
 
+from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
@@ -59,3 +60,10 @@ async def connect(engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
         yield conn
     finally:
         await conn.close()
+
+
+async def ping(engine: AsyncEngine) -> None:
+    """Raise DatabaseUnavailable unless the database answers a trivial query."""
+    async with connect(engine) as conn:
+        with translate_unavailable():
+            await conn.execute(text("SELECT 1"))

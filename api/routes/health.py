@@ -1,0 +1,35 @@
+"""Liveness and readiness, for orchestrators and load balancers."""
+
+from fastapi import APIRouter
+from fastapi.responses import JSONResponse
+
+from api.deps import EngineDep, PublisherDep
+from api.schemas import ErrorOut
+from shared.db import ping
+from shared.errors import DatabaseUnavailable
+
+router = APIRouter(tags=["health"])
+
+
+@router.get("/health")
+async def health() -> dict[str, str]:
+    """The process answers. Checks no dependency, so a database outage never restarts it."""
+    return {"status": "ok"}
+
+
+@router.get(
+    "/ready",
+    responses={503: {"model": ErrorOut, "description": "A dependency is unreachable"}},
+)
+async def ready(engine: EngineDep, publisher: PublisherDep) -> JSONResponse:
+    """Whether PostgreSQL and RabbitMQ are reachable; a 503 names the ones that are not."""
+    failing = []
+    try:
+        await ping(engine)
+    except DatabaseUnavailable:
+        failing.append("database")
+    if not publisher.connected:
+        failing.append("broker")
+    if failing:
+        return JSONResponse({"detail": f"unavailable: {', '.join(failing)}"}, status_code=503)
+    return JSONResponse({"status": "ready"})
