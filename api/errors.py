@@ -5,7 +5,13 @@ import logging
 from fastapi import FastAPI, Request, status
 from fastapi.responses import JSONResponse
 
-from shared.errors import DatabaseUnavailable, TaskAlreadyFinished, TaskNotFound, TaskServiceError
+from shared.errors import (
+    DatabaseUnavailable,
+    TaskAlreadyFinished,
+    TaskNotFound,
+    TaskServiceError,
+    TimeoutTooLong,
+)
 
 log = logging.getLogger(__name__)
 
@@ -27,11 +33,18 @@ async def _domain_error(request: Request, exc: Exception) -> JSONResponse:
     return JSONResponse({"detail": str(exc)}, status_code=code, headers=headers)
 
 
+async def _timeout_too_long(request: Request, exc: Exception) -> JSONResponse:
+    """Shaped like FastAPI's own 422s, which is what the schema promises for 422."""
+    error = {"type": "value_error", "loc": ["body", "timeout_seconds"], "msg": str(exc)}
+    return JSONResponse({"detail": [error]}, status_code=status.HTTP_422_UNPROCESSABLE_CONTENT)
+
+
 async def _unexpected_error(request: Request, exc: Exception) -> JSONResponse:
     log.exception("unhandled error on %s %s", request.method, request.url.path)
     return JSONResponse({"detail": "internal server error"}, status_code=500)
 
 
 def install(app: FastAPI) -> None:
+    app.add_exception_handler(TimeoutTooLong, _timeout_too_long)
     app.add_exception_handler(TaskServiceError, _domain_error)
     app.add_exception_handler(Exception, _unexpected_error)

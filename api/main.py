@@ -1,5 +1,6 @@
 """Assembles the FastAPI application; `uvicorn api.main:app` serves it."""
 
+import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -11,6 +12,7 @@ from api.routes import health, tasks
 from shared.broker import Publisher
 from shared.db import create_engine
 from shared.logs import configure_logging
+from shared.relay import run_relay
 from shared.settings import Settings, get_settings
 
 
@@ -23,10 +25,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.settings = settings
         app.state.engine = create_engine(settings)
         app.state.publisher = Publisher(settings)
+        relay: asyncio.Task[None] | None = None
         try:
             await app.state.publisher.start()
+            relay = asyncio.create_task(
+                run_relay(app.state.engine, app.state.publisher, settings), name="relay"
+            )
             yield
         finally:
+            if relay is not None:
+                relay.cancel()
+                await asyncio.gather(relay, return_exceptions=True)
             await app.state.publisher.close()
             await app.state.engine.dispose()
 

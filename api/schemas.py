@@ -9,7 +9,10 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from shared.enums import TaskPriority, TaskStatus
 from shared.kinds import DEFAULT_KIND, KIND_PARAMS, parse_params
 from shared.models import TaskRecord
-from shared.tables import DESCRIPTION_MAX_CHARS, KIND_MAX_CHARS, TITLE_MAX_CHARS
+from shared.tables import DESCRIPTION_MAX_CHARS, KIND_MAX_CHARS, MAX_RETRIES, TITLE_MAX_CHARS
+
+# The schema's own ceiling; the running service also enforces its settings' lower one.
+MAX_TIMEOUT_SECONDS = 86_400
 
 
 class TaskCreate(BaseModel):
@@ -32,6 +35,18 @@ class TaskCreate(BaseModel):
     )
     params: dict[str, Any] = Field(
         default_factory=dict, description="The handler's input; its keys depend on `kind`"
+    )
+    # strict: JSON `true` is not a number of retries.
+    max_retries: int = Field(
+        0, ge=0, le=MAX_RETRIES, strict=True, description="Retries after failed attempts"
+    )
+    timeout_seconds: int | None = Field(
+        None,
+        ge=1,
+        strict=True,
+        le=MAX_TIMEOUT_SECONDS,
+        description="Time limit of one attempt; default TASK_TIMEOUT_SECONDS. Must stay below "
+        "the broker's ack timeout (BROKER_CONSUMER_TIMEOUT_SECONDS - 120)",
     )
 
     @model_validator(mode="after")
@@ -61,6 +76,8 @@ class TaskOut(BaseModel):
     result: Any
     error: str | None
     attempts: int
+    max_retries: int
+    timeout_seconds: int
     cancel_requested: bool
     created_at: datetime
     updated_at: datetime

@@ -8,20 +8,31 @@ import logging
 
 from api.schemas import TaskCreate
 from shared.broker import Publisher
-from shared.errors import BrokerUnavailable
+from shared.errors import BrokerUnavailable, TimeoutTooLong
 from shared.models import TaskRecord
 from shared.repository import TaskRepository
+from shared.settings import Settings
 
 log = logging.getLogger(__name__)
 
 
-async def submit(repo: TaskRepository, publisher: Publisher, request: TaskCreate) -> TaskRecord:
+async def submit(
+    repo: TaskRepository, publisher: Publisher, request: TaskCreate, settings: Settings
+) -> TaskRecord:
+    timeout_s = request.timeout_seconds or settings.task_timeout_seconds
+    if timeout_s > settings.max_task_timeout_seconds:
+        raise TimeoutTooLong(
+            f"timeout_seconds must be at most {settings.max_task_timeout_seconds}, "
+            "below the broker's acknowledgement timeout"
+        )
     task = await repo.create(
         title=request.title,
         description=request.description,
         priority=request.priority,
         kind=request.kind,
         params=request.params,
+        max_retries=request.max_retries,
+        timeout_seconds=timeout_s,
     )
     log.info("task %s created (NEW)", task.id)
     return await publish(repo, publisher, task)

@@ -16,6 +16,7 @@ import aiormq
 from aio_pika.abc import AbstractChannel, AbstractQueue, AbstractRobustConnection
 
 from shared import messages
+from shared.backoff import Backoff, level_delays_s
 from shared.enums import TaskPriority
 from shared.errors import BrokerUnavailable
 from shared.settings import Settings
@@ -37,13 +38,27 @@ def dead_letter_queue_name(queue_name: str) -> str:
     return f"{queue_name}.dlq"
 
 
-def topology(queue_name: str) -> list[QueueSpec]:
-    """Every queue the service uses, dead-letter queue first so the main queue can point at it."""
-    dlq = dead_letter_queue_name(queue_name)
+def delay_queue_name(queue_name: str, level: int) -> str:
+    return f"{queue_name}.delay.{level}"
+
+
+def topology(settings: Settings) -> list[QueueSpec]:
+    """Every queue the service uses; the main task queue comes last.
+
+    - `<queue>.dlq`: messages no worker can use, with the reason in a header.
+    - `<queue>.delay.<n>`: retries waiting out their backoff; an expired message is
+      dead-lettered back into the main queue, keeping its priority.
+    - `<queue>`: the task queue, a classic priority queue.
+    """
+    name = settings.queue_name
+    dlq = dead_letter_queue_name(name)
+    back_to_main = {"x-dead-letter-exchange": "", "x-dead-letter-routing-key": name}
+    levels = level_delays_s(settings.retry_base_seconds, settings.retry_max_seconds)
     return [
         QueueSpec(dlq, {}),
+        *(QueueSpec(delay_queue_name(name, level), back_to_main) for level in range(len(levels))),
         QueueSpec(
-            queue_name,
+            name,
             {
                 "x-max-priority": MAX_PRIORITY,
                 "x-dead-letter-exchange": "",
@@ -53,23 +68,30 @@ def topology(queue_name: str) -> list[QueueSpec]:
     ]
 
 
-async def declare_topology(channel: AbstractChannel, queue_name: str) -> AbstractQueue:
+async def declare_topology(channel: AbstractChannel, settings: Settings) -> AbstractQueue:
     """Declare every queue (durable) and return the main task queue."""
     declared = [
         await channel.declare_queue(spec.name, durable=True, arguments=spec.arguments)
-        for spec in topology(queue_name)
+        for spec in topology(settings)
     ]
     return declared[-1]
 
 
-def task_message(task_id: uuid.UUID, priority: TaskPriority) -> aio_pika.Message:
+def task_message(
+    task_id: uuid.UUID, priority: TaskPriority, *, expiration_s: float | None = None
+) -> aio_pika.Message:
     return aio_pika.Message(
         messages.encode(task_id),
         content_type=messages.CONTENT_TYPE,
         delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
         priority=priority.broker_priority,
         message_id=str(task_id),
+        expiration=expiration_s,
     )
+
+
+# The header a dead-lettered message carries to say why no worker could use it.
+DEAD_LETTER_REASON_HEADER = "x-taskq-reason"
 
 
 class Publisher:
@@ -100,15 +122,34 @@ class Publisher:
         return self._channel is not None and not self._channel.is_closed
 
     async def publish(self, task_id: uuid.UUID, priority: TaskPriority) -> None:
+        """Queue a task; BrokerUnavailable if the broker does not confirm it in time."""
+        await self._send(task_message(task_id, priority), self._settings.queue_name)
+
+    async def publish_retry(
+        self, task_id: uuid.UUID, priority: TaskPriority, wait: Backoff
+    ) -> None:
+        """Queue a task's retry after `wait`, through the delay queue of its level."""
+        message = task_message(task_id, priority, expiration_s=wait.delay_s)
+        await self._send(message, delay_queue_name(self._settings.queue_name, wait.level))
+
+    async def dead_letter(self, body: bytes, reason: str, message_id: str | None = None) -> None:
+        """Park a message no worker can use in the dead-letter queue, saying why."""
+        message = aio_pika.Message(
+            body,
+            delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+            message_id=message_id,
+            headers={DEAD_LETTER_REASON_HEADER: reason},
+        )
+        await self._send(message, dead_letter_queue_name(self._settings.queue_name))
+
+    async def _send(self, message: aio_pika.Message, routing_key: str) -> None:
         channel = self._channel
         if channel is None or not self.connected:
             raise BrokerUnavailable("not connected to the broker")
         try:
             async with asyncio.timeout(self._settings.publish_timeout_seconds):
                 await channel.default_exchange.publish(
-                    task_message(task_id, priority),
-                    routing_key=self._settings.queue_name,
-                    mandatory=True,
+                    message, routing_key=routing_key, mandatory=True
                 )
         except (
             TimeoutError,
@@ -116,7 +157,7 @@ class Publisher:
             aio_pika.exceptions.AMQPError,
             aiormq.exceptions.ChannelInvalidStateError,
         ) as exc:
-            raise BrokerUnavailable(f"publish of task {task_id} failed: {exc!r}") from exc
+            raise BrokerUnavailable(f"publish to {routing_key} failed: {exc!r}") from exc
 
     async def close(self) -> None:
         if self._connector is not None:
@@ -143,7 +184,7 @@ class Publisher:
         )
         try:
             channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
-            await declare_topology(channel, self._settings.queue_name)
+            await declare_topology(channel, self._settings)
         except BaseException:
             await connection.close()
             raise

@@ -62,6 +62,16 @@ async def connect(engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
         await conn.close()
 
 
+@asynccontextmanager
+async def transaction(engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
+    """A connection inside one READ COMMITTED transaction, for multi-statement work."""
+    async with connect(engine) as conn:
+        tx_conn = await conn.execution_options(isolation_level="READ COMMITTED")
+        with translate_unavailable():
+            async with tx_conn.begin():
+                yield tx_conn
+
+
 async def ping(engine: AsyncEngine) -> None:
     """Raise DatabaseUnavailable unless the database answers a trivial query."""
     async with connect(engine) as conn:

@@ -16,6 +16,10 @@ class TaskAlreadyFinished(TaskServiceError):
     """The task has already finished and can no longer change."""
 
 
+class TimeoutTooLong(TaskServiceError):
+    """timeout_seconds exceeds what the broker's acknowledgement timeout allows."""
+
+
 class DatabaseUnavailable(TaskServiceError):
     """The database cannot be reached right now; try again shortly."""
 

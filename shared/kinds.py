@@ -19,7 +19,9 @@ class KindParams(BaseModel):
 class SimulateParams(KindParams):
     """Sleep for `duration` seconds; without it the worker picks a random duration."""
 
-    duration: float | None = Field(None, ge=0, le=600, description="Seconds to sleep (0-600)")
+    duration: float | None = Field(
+        None, ge=0, le=600, strict=True, description="Seconds to sleep (0-600)"
+    )
 
 
 class FailParams(KindParams):
@@ -28,9 +30,16 @@ class FailParams(KindParams):
     message: str = Field("simulated failure", max_length=1000)
 
 
+class FlakyParams(KindParams):
+    """Fail the first `fail_times` attempts, then succeed: shows retries at work."""
+
+    fail_times: int = Field(1, ge=0, le=10, strict=True)
+
+
 KIND_PARAMS: dict[str, type[KindParams]] = {
     "simulate": SimulateParams,
     "fail": FailParams,
+    "flaky": FlakyParams,
 }
 
 

@@ -23,6 +23,10 @@ class TaskRecord:
     error: str | None
     attempts: int
     cancel_requested: bool
+    max_retries: int
+    timeout_seconds: int
+    lost_attempts: int
+    lease_expires_at: datetime | None
     created_at: datetime
     updated_at: datetime
     started_at: datetime | None
@@ -34,6 +38,11 @@ class TaskRecord:
         values["priority"] = TaskPriority(values["priority"])
         values["status"] = TaskStatus(values["status"])
         return cls(**values)
+
+    @property
+    def failed_attempts(self) -> int:
+        """Attempts that ran to an error, as opposed to those whose worker died."""
+        return self.attempts - self.lost_attempts
 
     @property
     def duration_seconds(self) -> float | None:

@@ -2,9 +2,10 @@
 
 import uuid
 from collections.abc import Collection, Iterable
+from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import ColumnElement, case, func, select, update
+from sqlalchemy import ColumnElement, case, func, select, tuple_, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from shared import transitions as t
@@ -29,6 +30,8 @@ class TaskRepository:
         priority: TaskPriority,
         kind: str,
         params: dict[str, Any],
+        max_retries: int = 0,
+        timeout_seconds: int,
     ) -> TaskRecord:
         statement = (
             tasks.insert()
@@ -39,6 +42,8 @@ class TaskRepository:
                 status=TaskStatus.NEW.value,
                 kind=kind,
                 params=params,
+                max_retries=max_retries,
+                timeout_seconds=timeout_seconds,
             )
             .returning(*tasks.c)
         )
@@ -74,15 +79,15 @@ class TaskRepository:
             .offset(offset)
         )
         count = select(func.count()).select_from(tasks).where(*where)
+        items = await self._many(page)
         with translate_unavailable():
-            rows = (await self._conn.execute(page)).mappings().all()
             total = (await self._conn.execute(count)).scalar_one()
-        return TaskPage(items=[TaskRecord.from_row(row) for row in rows], total=total)
+        return TaskPage(items=items, total=total)
 
     async def mark_published(self, task_id: uuid.UUID) -> TaskRecord | None:
         return await self._apply(t.PUBLISH, task_id)
 
-    async def claim(self, task_id: uuid.UUID) -> TaskRecord | None:
+    async def claim(self, task_id: uuid.UUID, *, lease_s: float) -> TaskRecord | None:
         """Start an attempt, unless the task was cancelled, finished, or is running elsewhere."""
         return await self._apply(
             t.CLAIM,
@@ -90,7 +95,55 @@ class TaskRepository:
             ~tasks.c.cancel_requested,
             started_at=func.now(),
             attempts=tasks.c.attempts + 1,
+            lease_expires_at=_from_now(lease_s),
         )
+
+    async def renew_leases(
+        self, owned: Collection[tuple[uuid.UUID, int]], *, lease_s: float
+    ) -> set[uuid.UUID]:
+        """Extend the leases of these (task, attempt) pairs; returns the ones still owned."""
+        if not owned:
+            return set()
+        statement = (
+            update(tasks)
+            .where(
+                tuple_(tasks.c.id, tasks.c.attempts).in_(list(owned)),
+                tasks.c.status == TaskStatus.IN_PROGRESS.value,
+            )
+            .values(lease_expires_at=_from_now(lease_s))
+            .returning(tasks.c.id)
+        )
+        with translate_unavailable():
+            return set((await self._conn.execute(statement)).scalars().all())
+
+    async def expired_leases(self, *, limit: int) -> list[TaskRecord]:
+        """Running tasks whose worker stopped renewing their lease: it died."""
+        statement = (
+            select(tasks)
+            .where(
+                tasks.c.status == TaskStatus.IN_PROGRESS.value,
+                tasks.c.lease_expires_at < func.now(),
+            )
+            .limit(limit)
+        )
+        return await self._many(statement)
+
+    async def unpublished(self, *, older_than_s: float, limit: int) -> list[TaskRecord]:
+        """NEW tasks to publish, locked so other relays skip them; call inside a transaction.
+
+        `older_than_s` leaves the create path time to publish its own task first.
+        """
+        statement = (
+            select(tasks)
+            .where(
+                tasks.c.status == TaskStatus.NEW.value,
+                tasks.c.updated_at < _from_now(-older_than_s),
+            )
+            .order_by(tasks.c.created_at)
+            .limit(limit)
+            .with_for_update(skip_locked=True)
+        )
+        return await self._many(statement)
 
     async def finish(
         self,
@@ -109,11 +162,38 @@ class TaskRepository:
             completed_at=func.now(),
             result=result,
             error=error,
+            lease_expires_at=None,
+        )
+
+    async def retry(self, task_id: uuid.UUID, *, attempt: int, error: str) -> TaskRecord | None:
+        """The attempt failed with retries left: back to PENDING, keeping its error."""
+        return await self._apply(
+            t.RETRY, task_id, tasks.c.attempts == attempt, error=error, lease_expires_at=None
         )
 
     async def release(self, task_id: uuid.UUID, *, attempt: int) -> TaskRecord | None:
         """Hand an interrupted attempt back to the queue (worker shutdown)."""
-        return await self._apply(t.RELEASE, task_id, tasks.c.attempts == attempt, started_at=None)
+        return await self._apply(
+            t.RELEASE, task_id, tasks.c.attempts == attempt, started_at=None, lease_expires_at=None
+        )
+
+    async def reap(
+        self, task: TaskRecord, *, transition: t.Transition, error: str | None = None
+    ) -> TaskRecord | None:
+        """Settle a task whose lease expired, unless its worker renewed it meanwhile."""
+        values: dict[str, Any] = {
+            "lease_expires_at": None,
+            "lost_attempts": tasks.c.lost_attempts + 1,
+        }
+        if transition.target.is_terminal:
+            values.update(completed_at=func.now(), error=error)
+        return await self._apply(
+            transition,
+            task.id,
+            tasks.c.attempts == task.attempts,
+            tasks.c.lease_expires_at < func.now(),
+            **values,
+        )
 
     async def cancel(self, task_id: uuid.UUID) -> TaskRecord:
         """Cancel a queued task at once, or flag a running one for its worker to stop.
@@ -173,10 +253,19 @@ class TaskRepository:
         )
         return await self._one_or_none(statement)
 
+    async def _many(self, statement: Any) -> list[TaskRecord]:
+        with translate_unavailable():
+            rows = (await self._conn.execute(statement)).mappings().all()
+        return [TaskRecord.from_row(row) for row in rows]
+
     async def _one_or_none(self, statement: Any) -> TaskRecord | None:
         with translate_unavailable():
             row = (await self._conn.execute(statement)).mappings().one_or_none()
         return None if row is None else TaskRecord.from_row(row)
+
+
+def _from_now(seconds: float) -> ColumnElement[Any]:
+    return func.now() + timedelta(seconds=seconds)
 
 
 def _values(statuses: Iterable[TaskStatus]) -> list[str]:

@@ -8,6 +8,10 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR"]
 
+# Between a task's time limit and the broker's ack timeout: time to record the outcome
+# and acknowledge after a timed-out attempt, and to wait out a short database outage.
+ACK_TIMEOUT_MARGIN_SECONDS = 120
+
 
 class Settings(BaseSettings):
     """Environment variables are the field names in upper case (`DATABASE_URL`, ...)."""
@@ -29,6 +33,23 @@ class Settings(BaseSettings):
     # How often a process that lost the broker tries to reach it again.
     broker_retry_seconds: float = Field(2.0, gt=0, le=60)
 
+    # How often the relay looks for NEW tasks (stored, message not confirmed) to publish.
+    relay_interval_seconds: float = Field(1.0, gt=0, le=60)
+
+    # A running task's lease; its worker renews it every third of this. A task whose lease
+    # ran out (its worker died) is handed back to the queue.
+    lease_seconds: float = Field(10.0, ge=1, le=600)
+    # Retry backoff: attempt n waits about RETRY_BASE_SECONDS * 2^(n-1), at most the maximum.
+    retry_base_seconds: float = Field(1.0, gt=0, le=3600)
+    retry_max_seconds: float = Field(60.0, gt=0, le=86_400)
+    # A task whose workers died this many times is FAILED with "worker lost" (a poison task).
+    max_deliveries: int = Field(5, ge=1, le=100)
+    # Default per-attempt time limit; see BROKER_CONSUMER_TIMEOUT_SECONDS for the bound.
+    task_timeout_seconds: int = Field(900, ge=1)
+    # Must equal RabbitMQ's consumer_timeout: an unacknowledged delivery older than this
+    # makes the broker close the channel and redeliver a task that is still running.
+    broker_consumer_timeout_seconds: int = Field(1800, ge=120)
+
     # Worker: how many tasks one worker runs at once (RabbitMQ prefetch).
     worker_prefetch: int = Field(2, ge=1, le=100)
     # How often a worker looks for cancel requests of the tasks it runs.
@@ -43,6 +64,22 @@ class Settings(BaseSettings):
         if self.simulate_min_seconds > self.simulate_max_seconds:
             raise ValueError("SIMULATE_MIN_SECONDS must not exceed SIMULATE_MAX_SECONDS")
         return self
+
+    @model_validator(mode="after")
+    def _timeouts_stay_below_the_broker_ack_timeout(self) -> Self:
+        if self.task_timeout_seconds > self.max_task_timeout_seconds:
+            raise ValueError(
+                "TASK_TIMEOUT_SECONDS must stay below BROKER_CONSUMER_TIMEOUT_SECONDS "
+                f"minus {ACK_TIMEOUT_MARGIN_SECONDS} s (max {self.max_task_timeout_seconds})"
+            )
+        if self.retry_base_seconds > self.retry_max_seconds:
+            raise ValueError("RETRY_BASE_SECONDS must not exceed RETRY_MAX_SECONDS")
+        return self
+
+    @property
+    def max_task_timeout_seconds(self) -> int:
+        """The longest attempt allowed: the broker must never give up on a running task."""
+        return self.broker_consumer_timeout_seconds - ACK_TIMEOUT_MARGIN_SECONDS
 
 
 @lru_cache

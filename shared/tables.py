@@ -22,6 +22,7 @@ from shared.enums import TaskPriority, TaskStatus
 TITLE_MAX_CHARS = 200
 DESCRIPTION_MAX_CHARS = 10_000
 KIND_MAX_CHARS = 64
+MAX_RETRIES = 10
 
 metadata = MetaData(
     naming_convention={
@@ -51,6 +52,10 @@ tasks = Table(
     Column("error", Text, nullable=True),
     Column("attempts", Integer, nullable=False, server_default="0"),
     Column("cancel_requested", Boolean, nullable=False, server_default="false"),
+    Column("max_retries", Integer, nullable=False, server_default="0"),
+    Column("timeout_seconds", Integer, nullable=False, server_default="900"),
+    Column("lost_attempts", Integer, nullable=False, server_default="0"),
+    Column("lease_expires_at", DateTime(timezone=True), nullable=True),
     Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     Column("started_at", DateTime(timezone=True), nullable=True),
@@ -62,12 +67,20 @@ tasks = Table(
     CheckConstraint(_one_of("priority", [p.value for p in TaskPriority]), name="priority"),
     CheckConstraint(_one_of("status", [s.value for s in TaskStatus]), name="status"),
     CheckConstraint("attempts >= 0", name="attempts"),
+    CheckConstraint(f"max_retries BETWEEN 0 AND {MAX_RETRIES}", name="max_retries"),
+    CheckConstraint("timeout_seconds > 0", name="timeout_seconds"),
 )
 
 # The list endpoint pages newest first (created_at DESC, id DESC), optionally filtered by
 # status and/or priority: one index per access path keeps every page an index scan.
 Index("ix_tasks_created_at_id", tasks.c.created_at.desc(), tasks.c.id.desc())
 Index("ix_tasks_status_created_at_id", tasks.c.status, tasks.c.created_at.desc(), tasks.c.id.desc())
+# The relay's scan for tasks whose message is not in the queue: few rows, found at once.
+Index(
+    "ix_tasks_new_created_at",
+    tasks.c.created_at,
+    postgresql_where=tasks.c.status == TaskStatus.NEW.value,
+)
 Index(
     "ix_tasks_priority_created_at_id",
     tasks.c.priority,

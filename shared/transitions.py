@@ -21,20 +21,23 @@ class Transition:
         return status in self.sources
 
 
-# API: the broker confirmed the message. A worker may already have moved the task on.
+# API or relay: the broker confirmed the message. A worker may already have moved it on.
 PUBLISH = Transition("publish", frozenset({S.NEW}), S.PENDING)
-# Worker: start running. NEW is allowed because the message can outrun the API's PUBLISH.
+# Worker: start an attempt. NEW is allowed because the message can outrun PUBLISH.
 CLAIM = Transition("claim", frozenset({S.NEW, S.PENDING}), S.IN_PROGRESS)
 # Worker: the handler returned.
 COMPLETE = Transition("complete", frozenset({S.IN_PROGRESS}), S.COMPLETED)
-# Worker: the handler raised.
+# Worker: the handler raised or timed out with no retries left; reaper: a poison task.
 FAIL = Transition("fail", frozenset({S.IN_PROGRESS}), S.FAILED)
+# Worker: the attempt failed and retries are left; the message waits in a delay queue.
+RETRY = Transition("retry", frozenset({S.IN_PROGRESS}), S.PENDING)
 # API: cancel a task no worker has started; the flag also stops a claim racing with it.
 CANCEL_QUEUED = Transition("cancel_queued", frozenset({S.NEW, S.PENDING}), S.CANCELLED)
-# Worker: the handler stopped because the API asked for cancellation while it ran.
+# Worker: the handler stopped because cancellation was asked while it ran; reaper likewise.
 CANCEL_RUNNING = Transition("cancel_running", frozenset({S.IN_PROGRESS}), S.CANCELLED)
-
-# Worker: shutdown interrupted the handler; the task goes back to the queue for another worker.
+# Worker: shutdown interrupted the handler; the task goes back to the queue.
 RELEASE = Transition("release", frozenset({S.IN_PROGRESS}), S.PENDING)
+# Reaper: the lease ran out, so the worker died; NEW makes the relay publish it again.
+LOSE = Transition("lose", frozenset({S.IN_PROGRESS}), S.NEW)
 
-ALL = (PUBLISH, CLAIM, COMPLETE, FAIL, CANCEL_QUEUED, CANCEL_RUNNING, RELEASE)
+ALL = (PUBLISH, CLAIM, COMPLETE, FAIL, RETRY, CANCEL_QUEUED, CANCEL_RUNNING, RELEASE, LOSE)

@@ -1,18 +1,28 @@
-"""What a worker does with each message: claim, run, record, and only then acknowledge."""
+"""What a worker does with each message: claim, run, record, and only then acknowledge.
+
+The database decides what a message means, never the delivery itself: a redelivered or
+duplicate message for a task that is running, finished or cancelled runs nothing.
+"""
 
 import asyncio
 import logging
+import random
 import uuid
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
+import aiormq
 from aio_pika.abc import AbstractIncomingMessage
+from aio_pika.exceptions import AMQPError
 from sqlalchemy.ext.asyncio import AsyncEngine
 from tenacity import AsyncRetrying, retry_if_exception_type, wait_exponential_jitter
 
 from shared import messages
+from shared import transitions as t
+from shared.backoff import backoff
+from shared.broker import Publisher
 from shared.db import connect
-from shared.errors import DatabaseUnavailable, MalformedMessage, TaskNotFound
+from shared.errors import BrokerUnavailable, DatabaseUnavailable, MalformedMessage, TaskNotFound
 from shared.models import TaskRecord
 from shared.repository import TaskRepository
 from shared.settings import Settings
@@ -31,9 +41,11 @@ DB_RETRY_MAX_S = 5.0
 class Consumer:
     """Handles the deliveries of one worker; the broker's prefetch bounds how many at once."""
 
-    def __init__(self, engine: AsyncEngine, settings: Settings) -> None:
+    def __init__(self, engine: AsyncEngine, publisher: Publisher, settings: Settings) -> None:
         self._engine = engine
+        self._publisher = publisher
         self._settings = settings
+        self._rng = random.Random()
         self.running: dict[uuid.UUID, Execution] = {}
         self.in_flight: set[asyncio.Task[None]] = set()
 
@@ -47,10 +59,9 @@ class Consumer:
         try:
             task_id = messages.decode(message.body)
         except MalformedMessage as exc:
-            log.warning("dead-lettering message %s: %s", message.message_id, exc)
-            await message.reject(requeue=False)
+            await self._dead_letter(message, str(exc))
             return
-        task = await self._with_db(lambda repo: repo.claim(task_id))
+        task = await self._with_db(lambda repo: repo.claim(task_id, lease_s=self._lease_s))
         if task is None:
             await self._skip(message, task_id)
             return
@@ -60,8 +71,11 @@ class Consumer:
         except asyncio.CancelledError:
             await self._hand_back(message, task)
             raise
-        await self._record(task, outcome)
-        await message.ack()
+        await self._record(message, task, outcome)
+
+    @property
+    def _lease_s(self) -> float:
+        return self._settings.lease_seconds
 
     async def _run(self, task: TaskRecord) -> Outcome:
         execution = Execution(task, self._settings)
@@ -71,7 +85,12 @@ class Consumer:
         finally:
             del self.running[task.id]
 
-    async def _record(self, task: TaskRecord, outcome: Outcome) -> None:
+    async def _record(
+        self, message: AbstractIncomingMessage, task: TaskRecord, outcome: Outcome
+    ) -> None:
+        if outcome.transition is t.FAIL and task.failed_attempts <= task.max_retries:
+            await self._retry(message, task, outcome.error or "")
+            return
         finished = await self._with_db(
             lambda repo: repo.finish(
                 task.id,
@@ -85,34 +104,68 @@ class Consumer:
             log.warning(
                 "task %s: attempt %d was superseded; outcome dropped", task.id, task.attempts
             )
+        else:
+            log.info("task %s %s (attempt %d)", task.id, finished.status.value, task.attempts)
+        await _settle(message.ack())
+
+    async def _retry(self, message: AbstractIncomingMessage, task: TaskRecord, error: str) -> None:
+        """Back to PENDING, then a delayed message; if that publish fails, the original
+        message is requeued instead and the retry simply comes sooner."""
+        settings = self._settings
+        retried = await self._with_db(
+            lambda repo: repo.retry(task.id, attempt=task.attempts, error=error)
+        )
+        if retried is None:
+            log.warning("task %s: attempt %d was superseded; retry dropped", task.id, task.attempts)
+            await _settle(message.ack())
             return
-        log.info("task %s %s", task.id, finished.status.value)
+        wait = backoff(task.failed_attempts, settings.retry_base_seconds,
+                       settings.retry_max_seconds, self._rng)  # fmt: skip
+        try:
+            await self._publisher.publish_retry(task.id, task.priority, wait)
+        except BrokerUnavailable as exc:
+            log.warning("task %s: retry not delayed (%s); requeueing now", task.id, exc)
+            await _settle(message.nack(requeue=True))
+            return
+        log.info("task %s PENDING: retry in %.2fs (attempt %d failed)", task.id, wait.delay_s,
+                 task.attempts)  # fmt: skip
+        await _settle(message.ack())
 
     async def _skip(self, message: AbstractIncomingMessage, task_id: uuid.UUID) -> None:
         """The claim found nothing to start: say why, and settle the message without running."""
         try:
-            current: TaskRecord | None = await self._with_db(lambda repo: repo.get(task_id))
+            current = await self._with_db(lambda repo: repo.get(task_id))
         except TaskNotFound:
-            current = None
-        if current is None:
-            log.warning("dead-lettering message for unknown task %s", task_id)
-            await message.reject(requeue=False)
+            await self._dead_letter(message, f"unknown task {task_id}")
             return
         log.info("task %s not started: it is %s", task_id, current.status.value)
-        await message.ack()
+        await _settle(message.ack())
+
+    async def _dead_letter(self, message: AbstractIncomingMessage, reason: str) -> None:
+        """Park an unusable message in the DLQ with the reason, never requeue it in a loop."""
+        log.warning("dead-lettering message %s: %s", message.message_id, reason)
+        try:
+            await self._publisher.dead_letter(message.body, reason, message.message_id)
+        except BrokerUnavailable:
+            # The queue's own dead-letter route still gets it there, without our reason.
+            await _settle(message.reject(requeue=False))
+            return
+        await _settle(message.ack())
 
     async def _hand_back(self, message: AbstractIncomingMessage, task: TaskRecord) -> None:
         """Shutdown interrupted the handler: requeue the task so another worker runs it."""
         try:
             await self._with_db_once(lambda repo: repo.release(task.id, attempt=task.attempts))
-        finally:
-            await message.nack(requeue=True)
+        except DatabaseUnavailable:
+            log.warning("task %s: could not release; the reaper will when its lease ends", task.id)
+        await _settle(message.nack(requeue=True))
         log.info("task %s handed back to the queue (shutdown)", task.id)
 
     async def _with_db(self, work: Callable[[TaskRepository], Awaitable[T]]) -> T:
         retrying = AsyncRetrying(
             retry=retry_if_exception_type(DatabaseUnavailable),
             wait=wait_exponential_jitter(initial=DB_RETRY_INITIAL_S, max=DB_RETRY_MAX_S),
+            before_sleep=lambda state: log.warning("database unavailable; retrying"),
             reraise=True,
         )
         async for attempt in retrying:
@@ -123,3 +176,12 @@ class Consumer:
     async def _with_db_once(self, work: Callable[[TaskRepository], Awaitable[T]]) -> T:
         async with connect(self._engine) as conn:
             return await work(TaskRepository(conn))
+
+
+async def _settle(settlement: Awaitable[object]) -> None:
+    """Ack, nack or reject. On a channel that died since the delivery this cannot work: the
+    broker redelivers the message, and the database turns it into a harmless duplicate."""
+    try:
+        await settlement
+    except (AMQPError, aiormq.exceptions.ChannelInvalidStateError, ConnectionError) as exc:
+        log.warning("could not settle a message (%r); it will come back as a duplicate", exc)

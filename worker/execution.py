@@ -19,6 +19,13 @@ log = logging.getLogger(__name__)
 ERROR_MAX_CHARS = 4000
 
 
+TIMEOUT_ERROR = "timeout"
+
+
+class TaskTimedOut(Exception):
+    """The attempt ran past the task's timeout_seconds."""
+
+
 @dataclass(frozen=True)
 class Outcome:
     transition: t.Transition  # COMPLETE, FAIL or CANCEL_RUNNING
@@ -51,13 +58,22 @@ class Execution:
                 return Outcome(t.CANCEL_RUNNING)
             raise asyncio.CancelledError
         exc = self._handler.exception()
+        if isinstance(exc, TaskTimedOut):
+            return Outcome(t.FAIL, error=TIMEOUT_ERROR)
         if exc is not None:
             return Outcome(t.FAIL, error=describe(exc))
         return Outcome(t.COMPLETE, result=self._handler.result())
 
     async def _call_handler(self) -> Any:
         params = parse_params(self.task.kind, self.task.params)
-        return await HANDLERS[self.task.kind](self.context, params)
+        limit = asyncio.timeout(self.task.timeout_seconds)
+        try:
+            async with limit:
+                return await HANDLERS[self.task.kind](self.context, params)
+        except TimeoutError:
+            if limit.expired():
+                raise TaskTimedOut from None
+            raise
 
 
 def describe(exc: BaseException) -> str:

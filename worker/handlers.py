@@ -10,14 +10,14 @@ import random
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from shared.kinds import KIND_PARAMS, FailParams, SimulateParams
+from shared.kinds import KIND_PARAMS, FailParams, FlakyParams, SimulateParams
 from worker.context import TaskContext
 
 Handler = Callable[[TaskContext, Any], Awaitable[Any]]
 
 
 class SimulatedFailure(Exception):
-    """Raised by the `fail` kind."""
+    """Raised by the `fail` and `flaky` kinds."""
 
 
 async def simulate(ctx: TaskContext, params: SimulateParams) -> dict[str, float]:
@@ -34,9 +34,16 @@ async def fail(ctx: TaskContext, params: FailParams) -> None:
     raise SimulatedFailure(params.message)
 
 
+async def flaky(ctx: TaskContext, params: FlakyParams) -> dict[str, int]:
+    if ctx.attempt <= params.fail_times:
+        raise SimulatedFailure(f"planned failure {ctx.attempt} of {params.fail_times}")
+    return {"succeeded_on_attempt": ctx.attempt}
+
+
 HANDLERS: dict[str, Handler] = {
     "simulate": simulate,
     "fail": fail,
+    "flaky": flaky,
 }
 
 assert HANDLERS.keys() == KIND_PARAMS.keys(), "every kind needs both params and a handler"

@@ -8,11 +8,13 @@ import signal
 import aio_pika
 from aio_pika.abc import AbstractQueue
 
-from shared.broker import declare_topology
+from shared.broker import Publisher, declare_topology
 from shared.db import create_engine
+from shared.relay import run_relay
 from shared.settings import Settings
-from worker.cancel_watch import watch_cancellations
 from worker.consumer import Consumer
+from worker.heartbeat import run_heartbeat
+from worker.reaper import run_reaper
 
 log = logging.getLogger(__name__)
 
@@ -24,22 +26,31 @@ async def run_worker(settings: Settings) -> None:
         loop.add_signal_handler(sig, stop.set)
 
     engine = create_engine(settings)
-    consumer = Consumer(engine, settings)
+    # Publishing (retries, dead letters, relay) has a connection of its own, as RabbitMQ
+    # advises: flow control on publishers then never slows down consuming.
+    publisher = Publisher(settings)
+    await publisher.start()
+    consumer = Consumer(engine, publisher, settings)
     connection = await aio_pika.connect_robust(settings.amqp_url)
-    watcher = asyncio.create_task(
-        watch_cancellations(engine, consumer.running, settings.cancel_poll_seconds)
-    )
+    background = [
+        asyncio.create_task(run_heartbeat(engine, consumer.running, settings)),
+        asyncio.create_task(run_reaper(engine, publisher, settings)),
+        asyncio.create_task(run_relay(engine, publisher, settings)),
+    ]
     try:
         channel = await connection.channel()
         await channel.set_qos(prefetch_count=settings.worker_prefetch)
-        queue = await declare_topology(channel, settings.queue_name)
+        queue = await declare_topology(channel, settings)
         consumer_tag = await queue.consume(consumer.on_message)
         log.info("worker consuming %r (prefetch %d)", settings.queue_name, settings.worker_prefetch)
         await stop.wait()
         await _shut_down(queue, consumer_tag, consumer, settings)
     finally:
-        watcher.cancel()
+        for task in background:
+            task.cancel()
+        await asyncio.gather(*background, return_exceptions=True)
         await connection.close()
+        await publisher.close()
         await engine.dispose()
 
 

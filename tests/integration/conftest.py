@@ -29,7 +29,7 @@ async def amqp(settings: Settings) -> AsyncIterator[AbstractConnection]:
     connection = await aio_pika.connect(settings.amqp_url)
     yield connection
     async with connection.channel() as channel:
-        for spec in topology(settings.queue_name):
+        for spec in topology(settings):
             await channel.queue_delete(spec.name)
     await connection.close()
 
@@ -46,8 +46,8 @@ async def clean_state(engine: AsyncEngine, channel: AbstractChannel, settings: S
     """Every test starts with no tasks and empty queues."""
     async with engine.connect() as conn:
         await conn.execute(text("TRUNCATE tasks"))
-    await declare_topology(channel, settings.queue_name)
-    for spec in topology(settings.queue_name):
+    await declare_topology(channel, settings)
+    for spec in topology(settings):
         await (await channel.get_queue(spec.name)).purge()
 
 

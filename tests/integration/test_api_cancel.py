@@ -40,7 +40,7 @@ async def test_running_task_is_flagged_and_answers_202(
     client: httpx.AsyncClient, repo: TaskRepository
 ) -> None:
     task_id = await create(client)
-    await repo.claim(task_id)
+    await repo.claim(task_id, lease_s=30)
 
     response = await client.delete(f"{URL}/{task_id}")
 
@@ -54,7 +54,7 @@ async def test_finished_task_cannot_be_cancelled(
 ) -> None:
     for outcome in (t.COMPLETE, t.FAIL):
         task_id = await create(client)
-        claimed = await repo.claim(task_id)
+        claimed = await repo.claim(task_id, lease_s=30)
         assert claimed is not None
         await repo.finish(task_id, transition=outcome, attempt=claimed.attempts)
 

@@ -174,3 +174,29 @@ async def test_database_down_answers_503_with_a_json_detail(settings: Settings) 
     for response in (created, listed):
         assert response.status_code == 503
         assert "database" in response.json()["detail"]
+
+
+async def test_timeout_beyond_the_broker_ack_timeout_is_refused(
+    client: httpx.AsyncClient, settings: Settings
+) -> None:
+    too_long = settings.max_task_timeout_seconds + 1
+    response = await client.post(URL, json={"title": "t", "timeout_seconds": too_long})
+
+    assert response.status_code == 422
+    [error] = response.json()["detail"]
+    assert error["loc"] == ["body", "timeout_seconds"]
+
+
+async def test_retries_and_timeout_are_stored_with_defaults(
+    client: httpx.AsyncClient, settings: Settings
+) -> None:
+    default = (await client.post(URL, json={"title": "t"})).json()
+    chosen = (
+        await client.post(URL, json={"title": "t", "max_retries": 3, "timeout_seconds": 5})
+    ).json()
+
+    assert (default["max_retries"], default["timeout_seconds"]) == (
+        0,
+        settings.task_timeout_seconds,
+    )
+    assert (chosen["max_retries"], chosen["timeout_seconds"]) == (3, 5)

@@ -35,7 +35,7 @@ async def test_list_filters_by_several_statuses_and_priorities(
     low = await create(client, "low", "LOW")
     high = await create(client, "high", "HIGH")
     running_high = await create(client, "running", "HIGH")
-    await repo.claim(uuid.UUID(running_high))
+    await repo.claim(uuid.UUID(running_high), lease_s=30)
 
     by_priority = (await client.get(URL, params={"priority": ["HIGH", "LOW"]})).json()
     by_status = (await client.get(URL, params={"status": "IN_PROGRESS"})).json()
@@ -72,7 +72,8 @@ async def test_get_returns_every_field(client: httpx.AsyncClient) -> None:
 
     assert set(body) == {
         "id", "title", "description", "priority", "status", "kind", "params", "result",
-        "error", "attempts", "cancel_requested", "created_at", "updated_at", "started_at",
+        "error", "attempts", "max_retries", "timeout_seconds", "cancel_requested", "created_at",
+        "updated_at", "started_at",
         "completed_at",
     }  # fmt: skip
     assert body["id"] == task_id and body["title"] == "one"
@@ -95,7 +96,7 @@ async def test_status_reports_duration_once_started_and_finished(
 ) -> None:
     task_id = uuid.UUID(await create(client, "timed"))
     before = (await client.get(f"{URL}/{task_id}/status")).json()
-    claimed = await repo.claim(task_id)
+    claimed = await repo.claim(task_id, lease_s=30)
     assert claimed is not None
     await repo.finish(task_id, transition=t.COMPLETE, attempt=claimed.attempts, result={})
 

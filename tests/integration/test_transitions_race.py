@@ -13,13 +13,18 @@ from shared.repository import TaskRepository
 
 async def new_task(repo: TaskRepository) -> TaskRecord:
     return await repo.create(
-        title="race", description="", priority=TaskPriority.MEDIUM, kind="simulate", params={}
+        title="race",
+        description="",
+        priority=TaskPriority.MEDIUM,
+        kind="simulate",
+        params={},
+        timeout_seconds=60,
     )
 
 
 async def on_own_connection(engine: AsyncEngine, task_id: uuid.UUID) -> TaskRecord | None:
     async with engine.connect() as conn:
-        return await TaskRepository(conn).claim(task_id)
+        return await TaskRepository(conn).claim(task_id, lease_s=30)
 
 
 async def test_concurrent_claims_start_a_task_exactly_once(
@@ -37,7 +42,7 @@ async def test_concurrent_claims_start_a_task_exactly_once(
 
 async def test_publish_after_a_claim_does_not_move_the_task_back(repo: TaskRepository) -> None:
     task = await new_task(repo)
-    await repo.claim(task.id)
+    await repo.claim(task.id, lease_s=30)
 
     assert await repo.mark_published(task.id) is None
     assert (await repo.get(task.id)).status is TaskStatus.IN_PROGRESS
@@ -45,7 +50,7 @@ async def test_publish_after_a_claim_does_not_move_the_task_back(repo: TaskRepos
 
 async def test_a_task_cannot_finish_twice(repo: TaskRepository) -> None:
     task = await new_task(repo)
-    claimed = await repo.claim(task.id)
+    claimed = await repo.claim(task.id, lease_s=30)
     assert claimed is not None
 
     first = await repo.finish(task.id, transition=t.COMPLETE, attempt=1, result={"n": 1})
@@ -58,7 +63,7 @@ async def test_a_task_cannot_finish_twice(repo: TaskRepository) -> None:
 
 async def test_a_stale_attempt_cannot_record_its_outcome(repo: TaskRepository) -> None:
     task = await new_task(repo)
-    await repo.claim(task.id)
+    await repo.claim(task.id, lease_s=30)
 
     assert await repo.finish(task.id, transition=t.COMPLETE, attempt=0) is None
     assert (await repo.get(task.id)).status is TaskStatus.IN_PROGRESS

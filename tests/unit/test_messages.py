@@ -6,6 +6,7 @@ from shared import messages
 from shared.broker import MAX_PRIORITY, task_message, topology
 from shared.enums import TaskPriority
 from shared.errors import MalformedMessage
+from shared.settings import Settings
 
 
 def test_a_task_id_survives_encoding() -> None:
@@ -42,8 +43,17 @@ def test_task_messages_are_persistent_and_identified() -> None:
     assert message.priority == TaskPriority.HIGH.broker_priority
 
 
-def test_main_queue_dead_letters_into_its_dlq_declared_first() -> None:
-    dlq, main = topology("jobs")
+def test_topology_declares_dlq_and_delay_queues_before_the_main_queue() -> None:
+    settings = Settings(queue_name="jobs", retry_base_seconds=1, retry_max_seconds=8)
+    dlq, *delays, main = topology(settings)
     assert dlq.name == "jobs.dlq"
+    assert [d.name for d in delays] == [
+        "jobs.delay.0",
+        "jobs.delay.1",
+        "jobs.delay.2",
+        "jobs.delay.3",
+    ]
+    assert all(d.arguments["x-dead-letter-routing-key"] == "jobs" for d in delays)
+    assert main.name == "jobs"
     assert main.arguments["x-dead-letter-routing-key"] == "jobs.dlq"
     assert main.arguments["x-max-priority"] == MAX_PRIORITY

@@ -7,9 +7,14 @@ def test_no_transition_leaves_a_terminal_status() -> None:
         assert not transition.sources & TERMINAL_STATUSES, transition.name
 
 
-def test_every_status_but_new_can_be_reached() -> None:
+def test_every_status_can_be_reached() -> None:
     reachable = {transition.target for transition in t.ALL}
-    assert reachable == set(TaskStatus) - {TaskStatus.NEW}
+    assert reachable == set(TaskStatus)
+
+
+def test_a_lost_task_becomes_new_so_the_relay_publishes_it_again() -> None:
+    assert t.LOSE.sources == {TaskStatus.IN_PROGRESS}
+    assert t.LOSE.target is TaskStatus.NEW
 
 
 def test_claim_accepts_a_task_the_api_has_not_marked_pending_yet() -> None:
@@ -19,7 +24,7 @@ def test_claim_accepts_a_task_the_api_has_not_marked_pending_yet() -> None:
 
 
 def test_only_running_tasks_can_finish() -> None:
-    for transition in (t.COMPLETE, t.FAIL, t.CANCEL_RUNNING):
+    for transition in (t.COMPLETE, t.FAIL, t.CANCEL_RUNNING, t.RETRY, t.RELEASE):
         assert transition.sources == {TaskStatus.IN_PROGRESS}
 
 

@@ -22,7 +22,7 @@ def test_params_are_normalised_by_their_kind() -> None:
 
 
 def test_unknown_kind_names_the_known_ones() -> None:
-    with pytest.raises(UnknownKind, match="fail, simulate"):
+    with pytest.raises(UnknownKind, match="fail, flaky, simulate"):
         parse_params("nope", {})
 
 
@@ -41,3 +41,17 @@ def test_settings_come_from_upper_case_environment(monkeypatch: pytest.MonkeyPat
     monkeypatch.setenv("WORKER_PREFETCH", "3")
     settings = Settings()
     assert (settings.queue_name, settings.worker_prefetch) == ("jobs", 3)
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"title": "t", "max_retries": True},
+        {"title": "t", "timeout_seconds": "60"},
+        {"title": "t", "params": {"duration": True}},
+        {"title": "t", "kind": "flaky", "params": {"fail_times": 1.5}},
+    ],
+)
+def test_numbers_are_not_coerced_from_other_json_types(body: dict[str, object]) -> None:
+    with pytest.raises(ValidationError):
+        TaskCreate.model_validate(body)
