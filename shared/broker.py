@@ -94,6 +94,16 @@ def task_message(
 DEAD_LETTER_REASON_HEADER = "x-taskq-reason"
 
 
+async def connect(settings: Settings) -> AbstractRobustConnection:
+    """A connection that reconnects by itself, every BROKER_RETRY_SECONDS while the broker
+    is away, and restores its channels, queues and consumers when it is back."""
+    return await aio_pika.connect_robust(
+        settings.amqp_url,
+        timeout=settings.publish_timeout_seconds,
+        reconnect_interval=settings.broker_retry_seconds,
+    )
+
+
 class Publisher:
     """Publishes task messages with publisher confirms; never blocks longer than its timeout.
 
@@ -179,9 +189,7 @@ class Publisher:
                 await asyncio.sleep(self._settings.broker_retry_seconds)
 
     async def _connect(self) -> None:
-        connection = await aio_pika.connect_robust(
-            self._settings.amqp_url, timeout=self._settings.publish_timeout_seconds
-        )
+        connection = await connect(self._settings)
         try:
             channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
             await declare_topology(channel, self._settings)

@@ -5,9 +5,9 @@ import contextlib
 import logging
 import signal
 
-import aio_pika
 from aio_pika.abc import AbstractQueue
 
+from shared import broker
 from shared.broker import Publisher, declare_topology
 from shared.db import create_engine
 from shared.relay import run_relay
@@ -31,7 +31,7 @@ async def run_worker(settings: Settings) -> None:
     publisher = Publisher(settings)
     await publisher.start()
     consumer = Consumer(engine, publisher, settings)
-    connection = await aio_pika.connect_robust(settings.amqp_url)
+    connection = await broker.connect(settings)
     background = [
         asyncio.create_task(run_heartbeat(engine, consumer.running, settings)),
         asyncio.create_task(run_reaper(engine, publisher, settings)),

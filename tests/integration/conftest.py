@@ -1,12 +1,15 @@
 """Per-test plumbing for the integration tests: a clean table and queue, API client, workers."""
 
+import contextlib
 from collections.abc import AsyncIterator, Callable, Iterator
+from urllib.parse import urlsplit
 
 import aio_pika
 import httpx
 import pytest
 from aio_pika.abc import AbstractChannel, AbstractConnection
 from sqlalchemy import text
+from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from api.main import create_app
@@ -15,6 +18,7 @@ from shared.db import create_engine
 from shared.repository import TaskRepository
 from shared.settings import Settings
 from tests.support.processes import Process, start_worker
+from tests.support.proxy import TcpProxy
 
 
 @pytest.fixture(scope="session")
@@ -57,8 +61,8 @@ async def repo(engine: AsyncEngine) -> AsyncIterator[TaskRepository]:
         yield TaskRepository(conn)
 
 
-@pytest.fixture
-async def client(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
+@contextlib.asynccontextmanager
+async def api_client(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
     """The API in this process, lifespan included, over an in-memory transport."""
     app = create_app(settings)
     async with app.router.lifespan_context(app):
@@ -69,15 +73,61 @@ async def client(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
 
 
 @pytest.fixture
+async def client(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
+    async with api_client(settings) as client:
+        yield client
+
+
+@pytest.fixture
 def workers(settings: Settings) -> Iterator[Callable[..., Process]]:
     """Start worker processes; every one still running is stopped after the test."""
     started: list[Process] = []
 
-    def start(**env: str) -> Process:
-        process = start_worker(settings, **env)
+    def start(worker_settings: Settings | None = None, **env: str) -> Process:
+        process = start_worker(worker_settings or settings, **env)
         started.append(process)
         return process
 
     yield start
     for process in started:
         process.stop()
+
+
+def _host_port(url: str) -> tuple[str, int]:
+    parts = urlsplit(url)
+    return parts.hostname or "127.0.0.1", parts.port or 0
+
+
+@pytest.fixture
+async def broker_proxy(settings: Settings) -> AsyncIterator[TcpProxy]:
+    proxy = TcpProxy(*_host_port(settings.amqp_url))
+    await proxy.start()
+    yield proxy
+    await proxy.cut()
+
+
+@pytest.fixture
+async def db_proxy(settings: Settings) -> AsyncIterator[TcpProxy]:
+    proxy = TcpProxy(*_host_port(settings.database_url))
+    await proxy.start()
+    yield proxy
+    await proxy.cut()
+
+
+def through(
+    settings: Settings, *, broker: TcpProxy | None = None, db: TcpProxy | None = None
+) -> Settings:
+    """The same settings, with the broker and/or the database reached through a proxy."""
+    update = {}
+    if broker is not None:
+        parts = urlsplit(settings.amqp_url)
+        update["amqp_url"] = parts._replace(
+            netloc=f"{parts.username}:{parts.password}@127.0.0.1:{broker.port}"
+        ).geturl()
+    if db is not None:
+        update["database_url"] = (
+            make_url(settings.database_url)
+            .set(host="127.0.0.1", port=db.port)
+            .render_as_string(hide_password=False)
+        )
+    return settings.model_copy(update=update)
