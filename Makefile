@@ -29,3 +29,6 @@ format: $(STAMP)
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
+
+chaos: $(STAMP)  ## soak under failure: TASKS (default 2000) while killing workers and cutting links
+	$(BIN)/python -m scripts.chaos --tasks $(or $(TASKS),2000)

@@ -8,7 +8,7 @@ import logging
 
 from api.schemas import TaskCreate
 from shared.broker import Publisher
-from shared.errors import BrokerUnavailable, TimeoutTooLong
+from shared.errors import BrokerUnavailable, DatabaseUnavailable, TimeoutTooLong
 from shared.models import TaskRecord
 from shared.repository import TaskRepository
 from shared.settings import Settings
@@ -45,7 +45,13 @@ async def publish(repo: TaskRepository, publisher: Publisher, task: TaskRecord) 
     except BrokerUnavailable as exc:
         log.warning("task %s stays NEW: %s", task.id, exc)
         return task
-    published = await repo.mark_published(task.id)
+    try:
+        published = await repo.mark_published(task.id)
+    except DatabaseUnavailable:
+        # Stored and queued: the task is accepted, and a worker's claim takes it from NEW.
+        # Answering 503 here would only invite the client to submit it twice.
+        log.warning("task %s published but not marked PENDING: database unavailable", task.id)
+        return task
     if published is None:
         # A worker got the message first and already moved the task on: report that state.
         return await repo.get(task.id)

@@ -1,0 +1,213 @@
+"""`make chaos`: a soak under failure. Submits N tasks while it SIGKILLs and restarts workers
+and cuts the broker and the database through proxies; then tallies what became of them.
+
+Exits non-zero if any accepted task was lost or any handler ran twice without a worker dying.
+Runs on a throwaway database and queue against the local PostgreSQL and RabbitMQ.
+"""
+
+import argparse
+import asyncio
+import logging
+import random
+import signal
+import sys
+import time
+import uuid
+from collections import Counter
+from urllib.parse import urlsplit
+
+import httpx
+from sqlalchemy import select
+
+from shared.broker import topology
+from shared.db import create_engine
+from shared.enums import TERMINAL_STATUSES
+from shared.settings import Settings
+from shared.tables import tasks
+from tests.conftest import alembic, create_database, drop_database
+from tests.integration.conftest import through
+from tests.support.processes import Process, free_port, start_api, start_worker
+from tests.support.proxy import TcpProxy
+from tests.support.services import find_services
+
+WORKER_ENV = {"LEASE_SECONDS": "3", "WORKER_SHUTDOWN_TIMEOUT_SECONDS": "2"}
+CHAOS_WINDOW_S = 300  # faults stop once every task settled, or after this long
+SETTLE_DEADLINE_S = 120  # after the faults stop: lease expiry, reaper and relay need seconds
+
+
+class Chaos:
+    def __init__(self, settings: Settings, workers: int, rng: random.Random) -> None:
+        self.settings = settings
+        self.rng = rng
+        self.broker = TcpProxy(*_host_port(settings.amqp_url))
+        self.db = TcpProxy(*_host_port(settings.database_url))
+        self.workers: list[Process] = []
+        self.size = workers
+        self.events: Counter[str] = Counter()
+
+    async def start(self) -> None:
+        await self.broker.start()
+        await self.db.start()
+        self.proxied = through(self.settings, broker=self.broker, db=self.db)
+        self.workers = [start_worker(self.proxied, **WORKER_ENV) for _ in range(self.size)]
+
+    async def run(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            await asyncio.sleep(self.rng.uniform(1.0, 3.0))
+            action = self.rng.choice(["kill", "kill", "broker", "db"])
+            self.events[action] += 1
+            if action == "kill":
+                victim = self.workers.pop(self.rng.randrange(len(self.workers)))
+                victim.signal(signal.SIGKILL)
+                victim.stop()
+                self.workers.append(start_worker(self.proxied, **WORKER_ENV))
+            else:
+                proxy = self.broker if action == "broker" else self.db
+                await proxy.cut()
+                await asyncio.sleep(self.rng.uniform(0.5, 2.0))
+                await proxy.restore()
+
+    async def close(self) -> None:
+        for worker in self.workers:
+            worker.stop()
+        await self.broker.cut()
+        await self.db.cut()
+
+
+def _host_port(url: str) -> tuple[str, int]:
+    parts = urlsplit(url)
+    return parts.hostname or "127.0.0.1", parts.port or 0
+
+
+async def submit(base_url: str, count: int, rng: random.Random) -> list[uuid.UUID]:
+    """Create `count` tasks, 16 at a time; a refused create (503 during a cut) is retried."""
+    accepted: list[uuid.UUID] = []
+    gate = asyncio.Semaphore(16)
+
+    async def one(client: httpx.AsyncClient, n: int) -> None:
+        body = {"title": f"chaos {n}", "params": {"duration": round(rng.uniform(0, 0.3), 3)}}
+        async with gate:
+            while True:
+                try:
+                    response = await client.post("/api/v1/tasks", json=body)
+                except httpx.TransportError:
+                    response = None
+                if response is not None and response.status_code == 201:
+                    accepted.append(uuid.UUID(response.json()["id"]))
+                    return
+                await asyncio.sleep(0.2)
+
+    async with httpx.AsyncClient(base_url=base_url, timeout=10) as client:
+        await asyncio.gather(*(one(client, n) for n in range(count)))
+    return accepted
+
+
+async def tally(settings: Settings, accepted: list[uuid.UUID], deadline_s: float) -> Counter[str]:
+    engine = create_engine(settings)
+    wanted = set(accepted)
+    deadline = time.monotonic() + deadline_s
+    try:
+        while True:
+            async with engine.connect() as conn:
+                rows = (await conn.execute(select(tasks))).mappings().all()
+            mine = [row for row in rows if row["id"] in wanted]
+            settled = [row for row in mine if row["status"] in TERMINAL_STATUSES]
+            if len(settled) == len(wanted) or time.monotonic() > deadline:
+                break
+            await asyncio.sleep(1)
+    finally:
+        await engine.dispose()
+    counts: Counter[str] = Counter(accepted=len(wanted))
+    for row in mine:
+        counts[row["status"].lower()] += 1
+        # Every attempt beyond the first must be explained by a worker that died holding it.
+        if row["attempts"] > 1 + row["lost_attempts"]:
+            counts["run twice"] += 1
+        if row["lost_attempts"]:
+            counts["re-run after a lost lease"] += 1
+    counts["lost"] = len(wanted) - len(settled)
+    return counts
+
+
+async def main(count: int, workers: int, seed: int) -> int:
+    rng = random.Random(seed)
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+    with find_services() as services:
+        name = f"taskq_chaos_{uuid.uuid4().hex[:8]}"
+        database_url = await asyncio.to_thread(create_database, services.admin_database_url, name)
+        settings = Settings(database_url=database_url, amqp_url=services.amqp_url,
+                            queue_name=name, publish_timeout_seconds=1)  # fmt: skip
+        chaos = Chaos(settings, workers, rng)
+        api: Process | None = None
+        try:
+            await asyncio.to_thread(alembic, database_url, "upgrade", "head")
+            await chaos.start()
+            port = free_port()
+            api = start_api(chaos.proxied, port)
+            base_url = f"http://127.0.0.1:{port}"
+            await _wait_ready(base_url)
+            stop = asyncio.Event()
+            chaos_task = asyncio.create_task(chaos.run(stop))
+            started = time.monotonic()
+            accepted = await submit(base_url, count, rng)
+            # Faults go on while the backlog drains, then stop; the rest must settle in time.
+            await tally(settings, accepted, deadline_s=CHAOS_WINDOW_S)
+            stop.set()
+            await chaos_task
+            counts = await tally(settings, accepted, deadline_s=SETTLE_DEADLINE_S)
+            elapsed_s = time.monotonic() - started
+        finally:
+            if api is not None:
+                api.stop()
+            await chaos.close()
+            await asyncio.to_thread(drop_database, services.admin_database_url, name)
+            await _delete_queues(settings)
+    _report(counts, chaos.events, elapsed_s)
+    unexplained = counts["re-run after a lost lease"] > 2 * chaos.events["kill"]
+    return 1 if counts["lost"] or counts["run twice"] or unexplained else 0
+
+
+async def _wait_ready(base_url: str) -> None:
+    async with httpx.AsyncClient(base_url=base_url) as client:
+        for _ in range(200):
+            try:
+                if (await client.get("/ready")).status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+            await asyncio.sleep(0.1)
+    raise SystemExit("the API did not become ready")
+
+
+async def _delete_queues(settings: Settings) -> None:
+    import aio_pika
+
+    connection = await aio_pika.connect(settings.amqp_url)
+    async with connection, connection.channel() as channel:
+        for spec in topology(settings):
+            await channel.queue_delete(spec.name)
+
+
+def _report(counts: Counter[str], events: Counter[str], elapsed_s: float) -> None:
+    keys = ["accepted", "completed", "failed", "cancelled", "lost", "run twice"]
+    print(f"\nchaos: {elapsed_s:.0f}s, faults injected: worker SIGKILLs {events['kill']}, "
+          f"broker cuts {events['broker']}, database cuts {events['db']}")  # fmt: skip
+    # Each SIGKILL can cost at most WORKER_PREFETCH (2) running tasks a second run; more
+    # re-runs than that would mean leases expired under a live worker.
+    print(
+        f"re-runs after a lost lease: {counts['re-run after a lost lease']} "
+        f"(at most {2 * events['kill']} explained by the SIGKILLs)"
+    )
+    print("| " + " | ".join(keys) + " |")
+    print("|" + "---|" * len(keys))
+    print("| " + " | ".join(str(counts[key]) for key in keys) + " |")
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--tasks", type=int, default=2000)
+    parser.add_argument("--workers", type=int, default=3)
+    parser.add_argument("--seed", type=int, default=int(time.time()))
+    args = parser.parse_args()
+    print(f"chaos: {args.tasks} tasks, {args.workers} workers, seed {args.seed}", flush=True)
+    sys.exit(asyncio.run(main(args.tasks, args.workers, args.seed)))
