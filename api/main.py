@@ -8,6 +8,7 @@ from fastapi import FastAPI
 
 from api import errors
 from api.body_limit import BodyLimitMiddleware
+from api.metrics import MetricsMiddleware
 from api.routes import health, tasks
 from shared.broker import Publisher
 from shared.db import create_engine
@@ -46,6 +47,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     app.add_middleware(BodyLimitMiddleware)
+    app.add_middleware(MetricsMiddleware)
     errors.install(app)
     app.include_router(health.router)
     app.include_router(tasks.router)

@@ -6,9 +6,11 @@ not have; a publish that fails leaves the task NEW, stored and safe, for a later
 
 import logging
 
+from api.metrics import TASKS_CREATED
 from api.schemas import TaskCreate
 from shared.broker import Publisher
 from shared.errors import BrokerUnavailable, DatabaseUnavailable, TimeoutTooLong
+from shared.logs import task_fields
 from shared.models import TaskRecord
 from shared.repository import TaskRepository
 from shared.settings import Settings
@@ -34,7 +36,8 @@ async def submit(
         max_retries=request.max_retries,
         timeout_seconds=timeout_s,
     )
-    log.info("task %s created (NEW)", task.id)
+    log.info("task %s created (NEW)", task.id, extra=task_fields(task.id, "NEW"))
+    TASKS_CREATED.labels(task.priority.value).inc()
     return await publish(repo, publisher, task)
 
 
@@ -55,5 +58,5 @@ async def publish(repo: TaskRepository, publisher: Publisher, task: TaskRecord) 
     if published is None:
         # A worker got the message first and already moved the task on: report that state.
         return await repo.get(task.id)
-    log.info("task %s published (PENDING)", task.id)
+    log.info("task %s published (PENDING)", task.id, extra=task_fields(task.id, "PENDING"))
     return published

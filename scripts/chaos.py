@@ -135,8 +135,12 @@ async def main(count: int, workers: int, seed: int) -> int:
     with find_services() as services:
         name = f"taskq_chaos_{uuid.uuid4().hex[:8]}"
         database_url = await asyncio.to_thread(create_database, services.admin_database_url, name)
-        settings = Settings(database_url=database_url, amqp_url=services.amqp_url,
-                            queue_name=name, publish_timeout_seconds=1)  # fmt: skip
+        settings = Settings(
+            database_url=database_url,
+            amqp_url=services.amqp_url,
+            queue_name=name,
+            publish_timeout_seconds=1,
+        )
         chaos = Chaos(settings, workers, rng)
         api: Process | None = None
         try:
@@ -190,8 +194,10 @@ async def _delete_queues(settings: Settings) -> None:
 
 def _report(counts: Counter[str], events: Counter[str], elapsed_s: float) -> None:
     keys = ["accepted", "completed", "failed", "cancelled", "lost", "run twice"]
-    print(f"\nchaos: {elapsed_s:.0f}s, faults injected: worker SIGKILLs {events['kill']}, "
-          f"broker cuts {events['broker']}, database cuts {events['db']}")  # fmt: skip
+    print(
+        f"\nchaos: {elapsed_s:.0f}s, faults injected: worker SIGKILLs {events['kill']}, "
+        f"broker cuts {events['broker']}, database cuts {events['db']}"
+    )
     # Each SIGKILL can cost at most WORKER_PREFETCH (2) running tasks a second run; more
     # re-runs than that would mean leases expired under a live worker.
     print(

@@ -45,8 +45,15 @@ def main() -> int:
     port = os.environ.get("PORT", "8000")
     api = [sys.executable, "-m", "uvicorn", "api.main:app", "--host", "127.0.0.1", "--port", port]
     children = [subprocess.Popen(api, cwd=ROOT)]
+    # Each worker serves its metrics on a port of its own: 9100, 9101, ...
+    metrics_port = int(os.environ.get("WORKER_METRICS_PORT", "9100"))
     children += [
-        subprocess.Popen([sys.executable, "-m", "worker"], cwd=ROOT) for _ in range(workers)
+        subprocess.Popen(
+            [sys.executable, "-m", "worker"],
+            cwd=ROOT,
+            env={**os.environ, "WORKER_METRICS_PORT": str(metrics_port + n if metrics_port else 0)},
+        )
+        for n in range(workers)
     ]
     print(f"API on http://127.0.0.1:{port}/docs with {workers} worker(s); Ctrl-C stops", flush=True)
     # Set both explicitly: a shell that starts us in the background ignores SIGINT.

@@ -9,16 +9,18 @@ harmless anyway (the claim runs a task once).
 import asyncio
 import logging
 
+from prometheus_client import Gauge
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from shared.broker import Publisher
-from shared.db import transaction
+from shared.db import connect, transaction
 from shared.errors import BrokerUnavailable, DatabaseUnavailable
 from shared.repository import TaskRepository
 from shared.settings import Settings
 
 log = logging.getLogger(__name__)
 
+BACKLOG = Gauge("taskq_relay_backlog", "NEW tasks: stored, their message not yet confirmed")
 BATCH_SIZE = 100  # rows locked per transaction; a full batch is followed at once by the next
 
 
@@ -46,10 +48,12 @@ async def run_relay(engine: AsyncEngine, publisher: Publisher, settings: Setting
     """Relay forever; pauses while the broker or the database is unreachable."""
     while True:
         published = 0
-        if publisher.connected:
-            try:
+        try:
+            if publisher.connected:
                 published = await relay_once(engine, publisher, settings)
-            except DatabaseUnavailable:
-                log.warning("relay paused: database unavailable")
+            async with connect(engine) as conn:
+                BACKLOG.set(await TaskRepository(conn).count_new())
+        except DatabaseUnavailable:
+            log.warning("relay paused: database unavailable")
         if published < BATCH_SIZE:
             await asyncio.sleep(settings.relay_interval_seconds)

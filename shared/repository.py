@@ -84,6 +84,14 @@ class TaskRepository:
             total = (await self._conn.execute(count)).scalar_one()
         return TaskPage(items=items, total=total)
 
+    async def count_new(self) -> int:
+        """How many tasks wait for the relay (served by the partial index on NEW)."""
+        statement = (
+            select(func.count()).select_from(tasks).where(tasks.c.status == TaskStatus.NEW.value)
+        )
+        with translate_unavailable():
+            return int((await self._conn.execute(statement)).scalar_one())
+
     async def mark_published(self, task_id: uuid.UUID) -> TaskRecord | None:
         return await self._apply(t.PUBLISH, task_id)
 

@@ -22,6 +22,8 @@ class Settings(BaseSettings):
     amqp_url: str = "amqp://guest:guest@127.0.0.1:5672/"
     queue_name: str = Field("tasks", min_length=1, max_length=200, pattern=r"^[\w.\-]+$")
     log_level: LogLevel = "INFO"
+    # text: readable lines (local default); json: one object per line (the images' default).
+    log_format: Literal["text", "json"] = "text"
 
     # Database pool of each process. The API holds one connection per in-flight request.
     db_pool_size: int = Field(10, ge=1, le=100)
@@ -49,6 +51,9 @@ class Settings(BaseSettings):
     # Must equal RabbitMQ's consumer_timeout: an unacknowledged delivery older than this
     # makes the broker close the channel and redeliver a task that is still running.
     broker_consumer_timeout_seconds: int = Field(1800, ge=120)
+
+    # Port of each worker's Prometheus metrics; 0 turns them off.
+    worker_metrics_port: int = Field(9100, ge=0, le=65535)
 
     # Worker: how many tasks one worker runs at once (RabbitMQ prefetch).
     worker_prefetch: int = Field(2, ge=1, le=100)

@@ -4,12 +4,12 @@ import uvloop
 
 from shared.logs import configure_logging
 from shared.settings import get_settings
-from worker.main import run_worker
+from worker.main import run_worker, worker_id
 
 
 def main() -> None:
     settings = get_settings()
-    configure_logging(settings)
+    configure_logging(settings, worker_id=worker_id())
     uvloop.run(run_worker(settings))
 
 

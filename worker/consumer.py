@@ -7,6 +7,7 @@ duplicate message for a task that is running, finished or cancelled runs nothing
 import asyncio
 import logging
 import random
+import time
 import uuid
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
@@ -23,9 +24,11 @@ from shared.backoff import backoff
 from shared.broker import Publisher
 from shared.db import connect
 from shared.errors import BrokerUnavailable, DatabaseUnavailable, MalformedMessage, TaskNotFound
+from shared.logs import task_fields
 from shared.models import TaskRecord
 from shared.repository import TaskRepository
 from shared.settings import Settings
+from worker import metrics
 from worker.execution import Execution, Outcome
 
 log = logging.getLogger(__name__)
@@ -56,6 +59,8 @@ class Consumer:
         task.add_done_callback(self.in_flight.discard)
 
     async def _process(self, message: AbstractIncomingMessage) -> None:
+        if message.redelivered:
+            metrics.REDELIVERIES.inc()
         try:
             task_id = messages.decode(message.body)
         except MalformedMessage as exc:
@@ -65,7 +70,9 @@ class Consumer:
         if task is None:
             await self._skip(message, task_id)
             return
-        log.info("task %s IN_PROGRESS (attempt %d)", task.id, task.attempts)
+        _say(task, "IN_PROGRESS", "task %s IN_PROGRESS (attempt %d)", task.id, task.attempts)
+        if task.started_at is not None:
+            metrics.QUEUE_WAIT.observe((task.started_at - task.created_at).total_seconds())
         try:
             outcome = await self._run(task)
         except asyncio.CancelledError:
@@ -80,10 +87,13 @@ class Consumer:
     async def _run(self, task: TaskRecord) -> Outcome:
         execution = Execution(task, self._settings)
         self.running[task.id] = execution
+        started = time.perf_counter()
         try:
-            return await execution.outcome()
+            with metrics.IN_FLIGHT.track_inprogress():
+                return await execution.outcome()
         finally:
             del self.running[task.id]
+            metrics.PROCESSING.labels(task.kind).observe(time.perf_counter() - started)
 
     async def _record(
         self, message: AbstractIncomingMessage, task: TaskRecord, outcome: Outcome
@@ -101,11 +111,19 @@ class Consumer:
             )
         )
         if finished is None:
-            log.warning(
-                "task %s: attempt %d was superseded; outcome dropped", task.id, task.attempts
+            _say(
+                task,
+                None,
+                "task %s: attempt %d was superseded; outcome dropped",
+                task.id,
+                task.attempts,
+                level=logging.WARNING,
             )
         else:
-            log.info("task %s %s (attempt %d)", task.id, finished.status.value, task.attempts)
+            status = finished.status.value
+            metrics.FINISHED.labels(status.lower(), task.kind).inc()
+            _say(task, status, "task %s %s (attempt %d)", task.id, status, task.attempts)
+            log.debug("task %s result: %r", task.id, outcome.result)
         await _settle(message.ack())
 
     async def _retry(self, message: AbstractIncomingMessage, task: TaskRecord, error: str) -> None:
@@ -119,16 +137,24 @@ class Consumer:
             log.warning("task %s: attempt %d was superseded; retry dropped", task.id, task.attempts)
             await _settle(message.ack())
             return
-        wait = backoff(task.failed_attempts, settings.retry_base_seconds,
-                       settings.retry_max_seconds, self._rng)  # fmt: skip
+        wait = backoff(
+            task.failed_attempts, settings.retry_base_seconds, settings.retry_max_seconds, self._rng
+        )
         try:
             await self._publisher.publish_retry(task.id, task.priority, wait)
         except BrokerUnavailable as exc:
             log.warning("task %s: retry not delayed (%s); requeueing now", task.id, exc)
             await _settle(message.nack(requeue=True))
             return
-        log.info("task %s PENDING: retry in %.2fs (attempt %d failed)", task.id, wait.delay_s,
-                 task.attempts)  # fmt: skip
+        metrics.FINISHED.labels("retried", task.kind).inc()
+        _say(
+            task,
+            "PENDING",
+            "task %s PENDING: retry in %.2fs (attempt %d failed)",
+            task.id,
+            wait.delay_s,
+            task.attempts,
+        )
         await _settle(message.ack())
 
     async def _skip(self, message: AbstractIncomingMessage, task_id: uuid.UUID) -> None:
@@ -138,12 +164,19 @@ class Consumer:
         except TaskNotFound:
             await self._dead_letter(message, f"unknown task {task_id}")
             return
-        log.info("task %s not started: it is %s", task_id, current.status.value)
+        _say(
+            current,
+            current.status.value,
+            "task %s not started: it is %s",
+            task_id,
+            current.status.value,
+        )
         await _settle(message.ack())
 
     async def _dead_letter(self, message: AbstractIncomingMessage, reason: str) -> None:
         """Park an unusable message in the DLQ with the reason, never requeue it in a loop."""
         log.warning("dead-lettering message %s: %s", message.message_id, reason)
+        metrics.DEAD_LETTERED.inc()
         try:
             await self._publisher.dead_letter(message.body, reason, message.message_id)
         except BrokerUnavailable:
@@ -159,7 +192,7 @@ class Consumer:
         except DatabaseUnavailable:
             log.warning("task %s: could not release; the reaper will when its lease ends", task.id)
         await _settle(message.nack(requeue=True))
-        log.info("task %s handed back to the queue (shutdown)", task.id)
+        _say(task, "PENDING", "task %s handed back to the queue (shutdown)", task.id)
 
     async def _with_db(self, work: Callable[[TaskRepository], Awaitable[T]]) -> T:
         retrying = AsyncRetrying(
@@ -176,6 +209,13 @@ class Consumer:
     async def _with_db_once(self, work: Callable[[TaskRepository], Awaitable[T]]) -> T:
         async with connect(self._engine) as conn:
             return await work(TaskRepository(conn))
+
+
+def _say(
+    task: TaskRecord, status: str | None, message: str, *args: object, level: int = logging.INFO
+) -> None:
+    """Log about a task; JSON logs carry its id, status and attempt as fields of their own."""
+    log.log(level, message, *args, extra=task_fields(task.id, status, task.attempts))
 
 
 async def _settle(settlement: Awaitable[object]) -> None:

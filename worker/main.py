@@ -3,8 +3,11 @@
 import asyncio
 import contextlib
 import logging
+import os
 import signal
+import socket
 
+import prometheus_client
 from aio_pika.abc import AbstractQueue
 
 from shared import broker
@@ -19,12 +22,19 @@ from worker.reaper import run_reaper
 log = logging.getLogger(__name__)
 
 
+def worker_id() -> str:
+    """Which worker wrote a log line: host (the container, under compose) and process."""
+    return f"{socket.gethostname()}-{os.getpid()}"
+
+
 async def run_worker(settings: Settings) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
 
+    if settings.worker_metrics_port:
+        prometheus_client.start_http_server(settings.worker_metrics_port)
     engine = create_engine(settings)
     # Publishing (retries, dead letters, relay) has a connection of its own, as RabbitMQ
     # advises: flow control on publishers then never slows down consuming.

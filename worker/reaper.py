@@ -16,9 +16,11 @@ from shared import transitions as t
 from shared.broker import Publisher
 from shared.db import connect
 from shared.errors import BrokerUnavailable, DatabaseUnavailable
+from shared.logs import task_fields
 from shared.models import TaskRecord
 from shared.repository import TaskRepository
 from shared.settings import Settings
+from worker import metrics
 
 log = logging.getLogger(__name__)
 
@@ -45,9 +47,16 @@ async def reap_once(engine: AsyncEngine, publisher: Publisher, settings: Setting
             if await repo.reap(task, transition=transition, error=error) is None:
                 continue  # its worker renewed the lease after all, or another reaper won
             reaped += 1
-            log.warning("task %s: worker lost on attempt %d -> %s", task.id, task.attempts,
-                        transition.target.value)  # fmt: skip
+            status = transition.target.value
+            log.warning(
+                "task %s: worker lost on attempt %d -> %s",
+                task.id,
+                task.attempts,
+                status,
+                extra=task_fields(task.id, status, task.attempts),
+            )
             if transition is t.FAIL:
+                metrics.DEAD_LETTERED.inc()
                 await _dead_letter(publisher, task)
     return reaped
 

@@ -1,9 +1,10 @@
 """Liveness and readiness, for orchestrators and load balancers."""
 
 from fastapi import APIRouter
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 
 from api.deps import EngineDep, PublisherDep
+from api.metrics import metrics_response
 from api.schemas import ErrorOut
 from shared.db import ping
 from shared.errors import DatabaseUnavailable
@@ -15,6 +16,12 @@ router = APIRouter(tags=["health"])
 async def health() -> dict[str, str]:
     """The process answers. Checks no dependency, so a database outage never restarts it."""
     return {"status": "ok"}
+
+
+@router.get("/metrics", include_in_schema=False)
+async def metrics() -> Response:
+    """Prometheus metrics of this API process, in the text exposition format."""
+    return metrics_response()
 
 
 @router.get(

@@ -71,11 +71,24 @@ async def test_get_returns_every_field(client: httpx.AsyncClient) -> None:
     body = (await client.get(f"{URL}/{task_id}")).json()
 
     assert set(body) == {
-        "id", "title", "description", "priority", "status", "kind", "params", "result",
-        "error", "attempts", "max_retries", "timeout_seconds", "cancel_requested", "created_at",
-        "updated_at", "started_at",
+        "id",
+        "title",
+        "description",
+        "priority",
+        "status",
+        "kind",
+        "params",
+        "result",
+        "error",
+        "attempts",
+        "max_retries",
+        "timeout_seconds",
+        "cancel_requested",
+        "created_at",
+        "updated_at",
+        "started_at",
         "completed_at",
-    }  # fmt: skip
+    }
     assert body["id"] == task_id and body["title"] == "one"
 
 
@@ -104,7 +117,12 @@ async def test_status_reports_duration_once_started_and_finished(
 
     assert before["status"] == "PENDING" and before["duration_seconds"] is None
     assert set(after) == {
-        "id", "status", "created_at", "started_at", "completed_at", "duration_seconds",
-    }  # fmt: skip
+        "id",
+        "status",
+        "created_at",
+        "started_at",
+        "completed_at",
+        "duration_seconds",
+    }
     assert after["status"] == "COMPLETED"
     assert after["duration_seconds"] is not None and after["duration_seconds"] >= 0

@@ -43,9 +43,12 @@ async def running(engine: AsyncEngine, count: int) -> list[TaskRecord]:
 
 
 async def test_killed_worker_tasks_run_again_and_only_those(
-    client: httpx.AsyncClient, engine: AsyncEngine, workers: StartWorker,
-    channel: AbstractChannel, settings: Settings,
-) -> None:  # fmt: skip
+    client: httpx.AsyncClient,
+    engine: AsyncEngine,
+    workers: StartWorker,
+    channel: AbstractChannel,
+    settings: Settings,
+) -> None:
     doomed = workers(LEASE_SECONDS="3")
     await wait_consumers(channel, settings.queue_name, 1)
     accepted = [await create(client, params={"duration": 1}) for _ in range(6)]
@@ -61,9 +64,12 @@ async def test_killed_worker_tasks_run_again_and_only_those(
 
 
 async def test_tasks_accepted_while_the_broker_is_cut_complete_once_it_returns(
-    engine: AsyncEngine, workers: StartWorker, channel: AbstractChannel, settings: Settings,
+    engine: AsyncEngine,
+    workers: StartWorker,
+    channel: AbstractChannel,
+    settings: Settings,
     broker_proxy: TcpProxy,
-) -> None:  # fmt: skip
+) -> None:
     workers()
     await wait_consumers(channel, settings.queue_name, 1)
     async with api_client(through(settings, broker=broker_proxy)) as client:
@@ -78,9 +84,13 @@ async def test_tasks_accepted_while_the_broker_is_cut_complete_once_it_returns(
 
 
 async def test_broker_cut_mid_task_runs_no_handler_twice_and_consuming_resumes(
-    client: httpx.AsyncClient, engine: AsyncEngine, workers: StartWorker,
-    channel: AbstractChannel, settings: Settings, broker_proxy: TcpProxy,
-) -> None:  # fmt: skip
+    client: httpx.AsyncClient,
+    engine: AsyncEngine,
+    workers: StartWorker,
+    channel: AbstractChannel,
+    settings: Settings,
+    broker_proxy: TcpProxy,
+) -> None:
     worker = workers(through(settings, broker=broker_proxy))
     await wait_consumers(channel, settings.queue_name, 1)
     accepted = [await create(client, params={"duration": 1.5}) for _ in range(4)]
@@ -101,9 +111,13 @@ async def test_broker_cut_mid_task_runs_no_handler_twice_and_consuming_resumes(
 
 
 async def test_database_cut_mid_task_runs_no_handler_twice(
-    client: httpx.AsyncClient, engine: AsyncEngine, workers: StartWorker,
-    channel: AbstractChannel, settings: Settings, db_proxy: TcpProxy,
-) -> None:  # fmt: skip
+    client: httpx.AsyncClient,
+    engine: AsyncEngine,
+    workers: StartWorker,
+    channel: AbstractChannel,
+    settings: Settings,
+    db_proxy: TcpProxy,
+) -> None:
     worker = workers(through(settings, db=db_proxy))
     await wait_consumers(channel, settings.queue_name, 1)
     accepted = [await create(client, params={"duration": 1}) for _ in range(4)]
@@ -119,9 +133,12 @@ async def test_database_cut_mid_task_runs_no_handler_twice(
 
 
 async def test_sigterm_lets_the_worker_hand_back_its_tasks_and_exit_cleanly(
-    client: httpx.AsyncClient, engine: AsyncEngine, workers: StartWorker,
-    channel: AbstractChannel, settings: Settings,
-) -> None:  # fmt: skip
+    client: httpx.AsyncClient,
+    engine: AsyncEngine,
+    workers: StartWorker,
+    channel: AbstractChannel,
+    settings: Settings,
+) -> None:
     stopping = workers(WORKER_SHUTDOWN_TIMEOUT_SECONDS="1")
     await wait_consumers(channel, settings.queue_name, 1)
     accepted = [await create(client, params={"duration": 5}) for _ in range(3)]

@@ -22,8 +22,14 @@ async def stored_new(repo: TaskRepository, engine: AsyncEngine, count: int) -> l
     """NEW tasks as the API leaves them when the broker is down, aged past the relay's grace."""
     ids = []
     for _ in range(count):
-        task = await repo.create(title="t", description="", priority=TaskPriority.LOW,
-                                 kind="simulate", params={}, timeout_seconds=60)  # fmt: skip
+        task = await repo.create(
+            title="t",
+            description="",
+            priority=TaskPriority.LOW,
+            kind="simulate",
+            params={},
+            timeout_seconds=60,
+        )
         ids.append(task.id)
     async with engine.connect() as conn:
         await conn.execute(

@@ -30,9 +30,12 @@ def attempt_starts(output: str, task_id: uuid.UUID) -> list[datetime]:
 
 
 async def test_retries_back_off_longer_each_time_until_success_or_exhaustion(
-    client: httpx.AsyncClient, engine: AsyncEngine, workers: StartWorker,
-    channel: AbstractChannel, settings: Settings,
-) -> None:  # fmt: skip
+    client: httpx.AsyncClient,
+    engine: AsyncEngine,
+    workers: StartWorker,
+    channel: AbstractChannel,
+    settings: Settings,
+) -> None:
     worker = workers(RETRY_BASE_SECONDS="0.3", RETRY_MAX_SECONDS="5")
     await wait_consumers(channel, settings.queue_name, 1)
     flaky = await create(client, kind="flaky", params={"fail_times": 2}, max_retries=3)
@@ -53,9 +56,12 @@ async def test_retries_back_off_longer_each_time_until_success_or_exhaustion(
 
 
 async def test_an_attempt_over_its_time_limit_fails_with_timeout(
-    client: httpx.AsyncClient, engine: AsyncEngine, workers: StartWorker,
-    channel: AbstractChannel, settings: Settings,
-) -> None:  # fmt: skip
+    client: httpx.AsyncClient,
+    engine: AsyncEngine,
+    workers: StartWorker,
+    channel: AbstractChannel,
+    settings: Settings,
+) -> None:
     workers()
     await wait_consumers(channel, settings.queue_name, 1)
     await create(client, params={"duration": 30}, timeout_seconds=1)
@@ -77,9 +83,14 @@ async def test_an_attempt_over_its_time_limit_fails_with_timeout(
     ],
 )
 async def test_unusable_messages_go_to_the_dlq_with_a_reason_and_work_goes_on(
-    client: httpx.AsyncClient, engine: AsyncEngine, workers: StartWorker,
-    channel: AbstractChannel, settings: Settings, body: bytes, reason: str,
-) -> None:  # fmt: skip
+    client: httpx.AsyncClient,
+    engine: AsyncEngine,
+    workers: StartWorker,
+    channel: AbstractChannel,
+    settings: Settings,
+    body: bytes,
+    reason: str,
+) -> None:
     workers()
     await wait_consumers(channel, settings.queue_name, 1)
     await channel.default_exchange.publish(aio_pika.Message(body), routing_key=settings.queue_name)

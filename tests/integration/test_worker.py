@@ -50,9 +50,12 @@ def max_overlap(done: list[TaskRecord]) -> int:
 
 
 async def test_task_completes_with_result_and_timestamps(
-    client: httpx.AsyncClient, engine: AsyncEngine, workers: StartWorker, channel: AbstractChannel,
+    client: httpx.AsyncClient,
+    engine: AsyncEngine,
+    workers: StartWorker,
+    channel: AbstractChannel,
     settings: Settings,
-) -> None:  # fmt: skip
+) -> None:
     await start_one(workers, channel, settings)
     task_id = await create(client, params={"duration": 0.2})
 
@@ -69,9 +72,12 @@ async def test_task_completes_with_result_and_timestamps(
 
 
 async def test_failing_handler_ends_failed_with_the_error(
-    client: httpx.AsyncClient, engine: AsyncEngine, workers: StartWorker, channel: AbstractChannel,
+    client: httpx.AsyncClient,
+    engine: AsyncEngine,
+    workers: StartWorker,
+    channel: AbstractChannel,
     settings: Settings,
-) -> None:  # fmt: skip
+) -> None:
     await start_one(workers, channel, settings)
     await create(client, kind="fail", params={"message": "disk on fire"})
 
@@ -83,9 +89,12 @@ async def test_failing_handler_ends_failed_with_the_error(
 
 
 async def test_one_worker_runs_exactly_two_tasks_at_once(
-    client: httpx.AsyncClient, engine: AsyncEngine, workers: StartWorker, channel: AbstractChannel,
+    client: httpx.AsyncClient,
+    engine: AsyncEngine,
+    workers: StartWorker,
+    channel: AbstractChannel,
     settings: Settings,
-) -> None:  # fmt: skip
+) -> None:
     await start_one(workers, channel, settings)
     for _ in range(6):
         await create(client, params={"duration": 0.5})
@@ -97,9 +106,12 @@ async def test_one_worker_runs_exactly_two_tasks_at_once(
 
 
 async def test_backlog_starts_high_then_medium_then_low(
-    client: httpx.AsyncClient, engine: AsyncEngine, workers: StartWorker, channel: AbstractChannel,
+    client: httpx.AsyncClient,
+    engine: AsyncEngine,
+    workers: StartWorker,
+    channel: AbstractChannel,
     settings: Settings,
-) -> None:  # fmt: skip
+) -> None:
     # Queued with no worker running, lowest priority first so arrival order cannot explain it.
     for priority in ("LOW", "MEDIUM", "HIGH") * 4:
         await create(client, priority=priority, params={"duration": 0.1})
@@ -116,9 +128,12 @@ async def test_backlog_starts_high_then_medium_then_low(
 
 
 async def test_task_cancelled_before_start_never_starts(
-    client: httpx.AsyncClient, engine: AsyncEngine, workers: StartWorker, channel: AbstractChannel,
+    client: httpx.AsyncClient,
+    engine: AsyncEngine,
+    workers: StartWorker,
+    channel: AbstractChannel,
     settings: Settings,
-) -> None:  # fmt: skip
+) -> None:
     cancelled = await create(client, params={"duration": 0})
     assert (await client.delete(f"{URL}/{cancelled}")).status_code == 200
     follower = await create(client, params={"duration": 0})
@@ -133,9 +148,12 @@ async def test_task_cancelled_before_start_never_starts(
 
 
 async def test_running_task_is_stopped_within_a_second_of_cancel(
-    client: httpx.AsyncClient, engine: AsyncEngine, workers: StartWorker, channel: AbstractChannel,
+    client: httpx.AsyncClient,
+    engine: AsyncEngine,
+    workers: StartWorker,
+    channel: AbstractChannel,
     settings: Settings,
-) -> None:  # fmt: skip
+) -> None:
     await start_one(workers, channel, settings)
     task_id = await create(client, params={"duration": 60})
     await wait_task(engine, task_id, lambda t: t.status is TaskStatus.IN_PROGRESS, "running")
@@ -153,9 +171,12 @@ async def test_running_task_is_stopped_within_a_second_of_cancel(
 
 
 async def test_duplicate_message_for_a_finished_task_runs_nothing(
-    client: httpx.AsyncClient, engine: AsyncEngine, workers: StartWorker, channel: AbstractChannel,
+    client: httpx.AsyncClient,
+    engine: AsyncEngine,
+    workers: StartWorker,
+    channel: AbstractChannel,
     settings: Settings,
-) -> None:  # fmt: skip
+) -> None:
     worker = await start_one(workers, channel, settings)
     task_id = await create(client, params={"duration": 0})
     [before] = await wait_all_terminal(engine, 1)
@@ -170,9 +191,12 @@ async def test_duplicate_message_for_a_finished_task_runs_nothing(
 
 
 async def test_three_workers_complete_300_tasks_exactly_once_and_share_them(
-    client: httpx.AsyncClient, engine: AsyncEngine, workers: StartWorker, channel: AbstractChannel,
+    client: httpx.AsyncClient,
+    engine: AsyncEngine,
+    workers: StartWorker,
+    channel: AbstractChannel,
     settings: Settings,
-) -> None:  # fmt: skip
+) -> None:
     started = [workers() for _ in range(3)]
     await wait_consumers(channel, settings.queue_name, 3)
 
@@ -187,9 +211,12 @@ async def test_three_workers_complete_300_tasks_exactly_once_and_share_them(
 
 
 async def test_unusable_message_is_dead_lettered_and_the_worker_keeps_serving(
-    client: httpx.AsyncClient, engine: AsyncEngine, workers: StartWorker, channel: AbstractChannel,
+    client: httpx.AsyncClient,
+    engine: AsyncEngine,
+    workers: StartWorker,
+    channel: AbstractChannel,
     settings: Settings,
-) -> None:  # fmt: skip
+) -> None:
     await start_one(workers, channel, settings)
     await channel.default_exchange.publish(
         aio_pika.Message(b"not json"), routing_key=settings.queue_name

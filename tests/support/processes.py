@@ -23,6 +23,7 @@ def environment(settings: Settings, **overrides: str) -> dict[str, str]:
         SIMULATE_MIN_SECONDS=str(settings.simulate_min_seconds),
         SIMULATE_MAX_SECONDS=str(settings.simulate_max_seconds),
         PYTHONUNBUFFERED="1",
+        WORKER_METRICS_PORT="0",  # several workers share this machine; a test opts in
     )
     env.update(overrides)
     return env

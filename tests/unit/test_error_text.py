@@ -34,11 +34,24 @@ def test_duration_needs_both_start_and_end() -> None:
 
     started = datetime(2026, 1, 1, tzinfo=UTC)
     fields: dict[str, Any] = dict(
-        id=None, title="t", description="", priority="LOW", status="COMPLETED", kind="simulate",
-        params={}, result=None, error=None, attempts=1, cancel_requested=False, max_retries=0,
-        timeout_seconds=60, lost_attempts=0, lease_expires_at=None,
-        created_at=started, updated_at=started,
-    )  # fmt: skip
+        id=None,
+        title="t",
+        description="",
+        priority="LOW",
+        status="COMPLETED",
+        kind="simulate",
+        params={},
+        result=None,
+        error=None,
+        attempts=1,
+        cancel_requested=False,
+        max_retries=0,
+        timeout_seconds=60,
+        lost_attempts=0,
+        lease_expires_at=None,
+        created_at=started,
+        updated_at=started,
+    )
     done = TaskRecord(**fields, started_at=started, completed_at=started + timedelta(seconds=2))
     running = TaskRecord(**fields, started_at=started, completed_at=None)
     assert done.duration_seconds == 2.0
