@@ -32,3 +32,7 @@ clean:
 
 chaos: $(STAMP)  ## soak under failure: TASKS (default 2000) while killing workers and cutting links
 	$(BIN)/python -m scripts.chaos --tasks $(or $(TASKS),2000)
+
+bench: $(STAMP)  ## throughput, latency, scale and memory against the bare design (needs wrk)
+	@command -v wrk >/dev/null || { echo "make bench needs wrk: sudo apt-get install wrk"; exit 1; }
+	$(BIN)/python -m bench.run

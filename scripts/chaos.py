@@ -24,8 +24,8 @@ from shared.db import create_engine
 from shared.enums import TERMINAL_STATUSES
 from shared.settings import Settings
 from shared.tables import tasks
-from tests.conftest import alembic, create_database, drop_database
 from tests.integration.conftest import through
+from tests.support.databases import alembic, create_database, drop_database
 from tests.support.processes import Process, free_port, start_api, start_worker
 from tests.support.proxy import TcpProxy
 from tests.support.services import find_services

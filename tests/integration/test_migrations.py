@@ -5,7 +5,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.conftest import alembic, create_database, drop_database
+from tests.support.databases import alembic, create_database, drop_database
 from tests.support.services import Services
 
 

@@ -1,0 +1,340 @@
+"""`make bench`: how fast the pipeline is, against the bare design in the same run.
+
+Starts one API process (uvicorn) and the workers on a throwaway database and queue of the
+local PostgreSQL and RabbitMQ, drives them with wrk and a small client, and prints a
+Markdown table (the JSON goes to bench/results/latest.json). Ratios project/bare are what
+to compare across machines: absolute numbers drift on a shared machine.
+"""
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import random
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import httpx
+
+from bench import bare
+from shared.broker import topology
+from shared.settings import Settings
+from tests.support.databases import alembic, create_database, drop_database, plain_dsn
+from tests.support.processes import Process, free_port, start_api, start_worker
+from tests.support.services import find_services
+
+HERE = Path(__file__).resolve().parent
+RESULTS = HERE / "results" / "latest.json"
+CREATE_BODY = '{"title": "bench", "params": {"duration": 0}}'
+QUIET = {"LOG_LEVEL": "WARNING"}  # measure the service, not its log volume
+Results = dict[str, Any]
+
+
+class Bench:
+    def __init__(self, settings: Settings, admin_url: str, args: argparse.Namespace) -> None:
+        self.settings = settings
+        self.admin_url = admin_url
+        self.args = args
+        self.dsn = plain_dsn(settings.database_url)
+        self.port = free_port()
+        self.base_url = f"http://127.0.0.1:{self.port}"
+        self.api: Process | None = None
+        self.workers: list[Process] = []
+        self.results: Results = {}
+
+    # --- processes -------------------------------------------------------------------------
+    async def start_api(self) -> None:
+        self.api = start_api(self.settings, self.port, **QUIET)
+        async with httpx.AsyncClient(base_url=self.base_url) as client:
+            for _ in range(300):
+                try:
+                    if (await client.get("/ready")).status_code == 200:
+                        return
+                except httpx.TransportError:
+                    pass
+                await asyncio.sleep(0.05)
+        raise SystemExit(f"the API did not become ready:\n{self.api.output}")
+
+    def start_workers(self, count: int) -> None:
+        self.workers += [start_worker(self.settings, **QUIET) for _ in range(count)]
+
+    def stop_workers(self) -> None:
+        for worker in self.workers:
+            worker.stop()
+        self.workers = []
+
+    def stop_all(self) -> None:
+        self.stop_workers()
+        if self.api is not None:
+            self.api.stop()
+            self.api = None
+
+    # --- database ----------------------------------------------------------------------------
+    async def sql(self, query: str, *args: Any) -> Any:
+        conn = await asyncpg.connect(self.dsn)
+        try:
+            return await conn.fetch(query, *args)
+        finally:
+            await conn.close()
+
+    async def truncate(self) -> None:
+        await self.sql("TRUNCATE tasks")
+
+    async def wait_all_done(self, expected: int, timeout_s: float = 600) -> None:
+        async def done() -> bool:
+            rows = await self.sql("SELECT count(*) AS n FROM tasks WHERE status = 'COMPLETED'")
+            return bool(rows[0]["n"] >= expected)
+
+        await _wait(done, timeout_s, f"{expected} completed tasks")
+
+    # --- load --------------------------------------------------------------------------------
+    def wrk(self, path: str, seconds: float, connections: int, post: bool = False) -> Results:
+        env = {**os.environ, **({"POST_BODY": CREATE_BODY} if post else {})}
+        command = [
+            "wrk",
+            f"-t{min(2, connections)}",
+            f"-c{connections}",
+            f"-d{round(seconds)}s",
+            "--latency",
+            "-s",
+            str(HERE / "wrk_report.lua"),
+            self.base_url + path,
+        ]
+        output = subprocess.run(command, env=env, capture_output=True, text=True, check=True).stdout
+        report: Results = json.loads(output.strip().splitlines()[-1])
+        report["per_s"] = report["requests"] / (report["duration_us"] / 1e6)
+        report["p50_ms"] = report["p50_us"] / 1000
+        report["p99_ms"] = report["p99_us"] / 1000
+        return report
+
+    async def create_tasks(self, bodies: list[dict[str, Any]], concurrency: int = 16) -> None:
+        gate = asyncio.Semaphore(concurrency)
+        async with httpx.AsyncClient(base_url=self.base_url, timeout=30) as client:
+
+            async def one(body: dict[str, Any]) -> None:
+                async with gate:
+                    response = await client.post("/api/v1/tasks", json=body)
+                    response.raise_for_status()
+
+            await asyncio.gather(*(one(body) for body in bodies))
+
+    # --- the sections ------------------------------------------------------------------------
+    async def create_and_drain(self) -> None:
+        await self.start_api()
+        create = self.wrk("/api/v1/tasks", self.args.seconds, 32, post=True)
+        self.results["create"] = create
+        backlog = (await self.sql("SELECT count(*) AS n FROM tasks"))[0]["n"]
+        self.start_workers(self.args.workers)
+        await self.wait_all_done(backlog)
+        self.stop_workers()
+        span = await self.sql("SELECT min(started_at) AS a, max(completed_at) AS b FROM tasks")
+        seconds = (span[0]["b"] - span[0]["a"]).total_seconds()
+        self.results["drain"] = {"tasks": backlog, "workers": self.args.workers,
+                                 "per_s": backlog / seconds}  # fmt: skip
+
+    async def end_to_end(self, rate_per_s: int = 50, seconds: float = 10) -> None:
+        await self.truncate()
+        self.start_workers(self.args.workers)
+        await asyncio.sleep(1)  # let the workers connect before the clock starts
+        count = int(rate_per_s * seconds)
+        async with httpx.AsyncClient(base_url=self.base_url, timeout=30) as client:
+            started = time.monotonic()
+            pending = []
+            for n in range(count):
+                await asyncio.sleep(max(0.0, started + n / rate_per_s - time.monotonic()))
+                pending.append(
+                    asyncio.create_task(
+                        client.post(
+                            "/api/v1/tasks", json={"title": "e2e", "params": {"duration": 0}}
+                        )
+                    )
+                )
+            await asyncio.gather(*pending)
+        await self.wait_all_done(count)
+        self.stop_workers()
+        rows = await self.sql(
+            "SELECT extract(epoch FROM completed_at - created_at) AS s FROM tasks"
+        )
+        latencies_ms = sorted(float(row["s"]) * 1000 for row in rows)
+        self.results["end_to_end"] = {"rate_per_s": rate_per_s, "tasks": count,
+                                      **_percentiles(latencies_ms)}  # fmt: skip
+
+    async def priority_backlog(self, per_priority: int = 100) -> None:
+        await self.truncate()
+        bodies = [{"title": p, "priority": p, "params": {"duration": 0}}
+                  for _ in range(per_priority) for p in ("LOW", "MEDIUM", "HIGH")]  # fmt: skip
+        await self.create_tasks(bodies)
+        self.start_workers(1)
+        await self.wait_all_done(len(bodies))
+        self.stop_workers()
+        rows = await self.sql("""SELECT priority, avg(extract(epoch FROM started_at - created_at))
+                                 AS wait_s FROM tasks GROUP BY priority""")  # fmt: skip
+        self.results["priority_wait_ms"] = {r["priority"]: float(r["wait_s"]) * 1000 for r in rows}
+
+    async def bare_design(self) -> None:
+        await self.truncate()
+        queue = f"{self.settings.queue_name}.bare"
+        per_s = await bare.produce(self.dsn, self.settings.amqp_url, queue, 32, self.args.seconds)
+        backlog = (await self.sql("SELECT count(*) AS n FROM tasks"))[0]["n"]
+        drain = await bare.consume(self.dsn, self.settings.amqp_url, queue, backlog, 2)
+        self.results["bare"] = {"create_per_s": per_s, "drain_per_s": drain, "tasks": backlog}
+
+    async def at_scale(self, rows: int) -> None:
+        await self.truncate()
+        started = time.monotonic()
+        await self.load(rows)
+        self.results["scale_load_s"] = time.monotonic() - started
+        some_id = (await self.sql("SELECT id FROM tasks OFFSET $1 LIMIT 1", rows // 2))[0]["id"]
+        reads = {
+            "list first page": "/api/v1/tasks?limit=20",
+            "list filtered": "/api/v1/tasks?status=FAILED&priority=HIGH&limit=20",
+            "list deep page": f"/api/v1/tasks?limit=20&offset={rows // 2}",
+            "get by id": f"/api/v1/tasks/{some_id}",
+        }
+        self.results["scale"] = {name: self.wrk(path, 5, 8) for name, path in reads.items()}
+        self.results["scale"]["create"] = self.wrk(
+            "/api/v1/tasks", self.args.seconds, 32, post=True
+        )
+
+    async def load(self, rows: int) -> None:
+        """COPY `rows` finished tasks spread over 30 days: what a busy month leaves behind."""
+        now = datetime.now(UTC)
+        rng = random.Random(1)
+        statuses = ["COMPLETED"] * 90 + ["FAILED"] * 5 + ["CANCELLED"] * 4 + ["PENDING"]
+        records = []
+        for _ in range(rows):
+            created = now - timedelta(seconds=rng.uniform(0, 30 * 86400))
+            records.append((uuid.uuid4(), "bulk", rng.choice(("LOW", "MEDIUM", "HIGH")),
+                            rng.choice(statuses), "simulate", "{}", created, created))  # fmt: skip
+        conn = await asyncpg.connect(self.dsn)
+        try:
+            await conn.copy_records_to_table(
+                "tasks", records=records,
+                columns=["id", "title", "priority", "status", "kind", "params", "created_at",
+                         "updated_at"],
+            )  # fmt: skip
+            await conn.execute("ANALYZE tasks")
+        finally:
+            await conn.close()
+
+    async def memory(self) -> None:
+        """RSS of a fresh API and worker after 1k and after 10k tasks through them."""
+        self.stop_all()
+        await self.truncate()
+        await self.start_api()
+        self.start_workers(1)
+        body = {"title": "mem", "params": {"duration": 0}}
+        samples = {}
+        done = 0
+        for total in (1_000, 10_000):
+            await self.create_tasks([body] * (total - done))
+            await self.wait_all_done(total)
+            done = total
+            assert self.api is not None
+            samples[total] = {"api_mb": _rss_mb(self.api), "worker_mb": _rss_mb(self.workers[0])}
+        self.results["memory"] = samples
+
+
+async def _wait(probe: Callable[[], Awaitable[bool]], timeout_s: float, what: str) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not await probe():
+        if time.monotonic() > deadline:
+            raise SystemExit(f"timed out waiting for {what}")
+        await asyncio.sleep(0.2)
+
+
+def _percentiles(values_ms: list[float]) -> Results:
+    quantiles = statistics.quantiles(values_ms, n=100)
+    return {"p50_ms": quantiles[49], "p99_ms": quantiles[98]}
+
+
+def _rss_mb(process: Process) -> float:
+    for line in Path(f"/proc/{process.popen.pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def table(results: Results) -> str:
+    create, drain, bare_ = results["create"], results["drain"], results["bare"]
+    scale, e2e, memory = results["scale"], results["end_to_end"], results["memory"]
+    waits = results["priority_wait_ms"]
+    rows = [
+        ("create throughput (32 conns)", f"{create['per_s']:.0f} tasks/s, p50 {create['p50_ms']:.1f} ms, p99 {create['p99_ms']:.1f} ms", ""),
+        ("bare producer", f"{bare_['create_per_s']:.0f} tasks/s", ""),
+        ("create: project / bare", f"{create['per_s'] / bare_['create_per_s']:.2f}", "≥ 0.80"),
+        (f"drain throughput ({drain['workers']} worker, prefetch 2)", f"{drain['per_s']:.0f} tasks/s over {drain['tasks']} tasks", ""),
+        ("bare consumer (prefetch 2)", f"{bare_['drain_per_s']:.0f} tasks/s", ""),
+        ("drain per worker: project / bare", f"{drain['per_s'] / drain['workers'] / bare_['drain_per_s']:.2f}", "≥ 1.00"),
+        (f"end-to-end at {e2e['rate_per_s']} tasks/s", f"p50 {e2e['p50_ms']:.1f} ms, p99 {e2e['p99_ms']:.1f} ms", "≤ 10 / ≤ 50 ms"),
+        ("wait created→started under backlog", ", ".join(f"{p} {waits[p]:.0f} ms" for p in ("HIGH", "MEDIUM", "LOW")), "HIGH < MEDIUM < LOW"),
+        *((f"1M rows: {name}", f"p50 {r['p50_ms']:.1f} ms, p99 {r['p99_ms']:.1f} ms", "p50 ≤ 5 ms" if name == "get by id" else "p50 ≤ 15 ms")
+          for name, r in scale.items() if name != "create"),
+        ("1M rows: create throughput", f"{scale['create']['per_s']:.0f} tasks/s ({scale['create']['per_s'] / create['per_s']:.0%} of empty)", "≥ 90 %"),
+        ("RSS after 1k / 10k tasks: API", f"{memory[1000]['api_mb']:.0f} / {memory[10000]['api_mb']:.0f} MB", "≤ 150 MB"),
+        ("RSS after 1k / 10k tasks: worker", f"{memory[1000]['worker_mb']:.0f} / {memory[10000]['worker_mb']:.0f} MB", "≤ 120 MB"),
+    ]  # fmt: skip
+    lines = ["| measure | result | target |", "|---|---|---|"]
+    lines += [f"| {name} | {value} | {target} |" for name, value, target in rows]
+    return "\n".join(lines)
+
+
+async def main(args: argparse.Namespace) -> None:
+    if shutil.which("wrk") is None:
+        raise SystemExit(
+            "make bench needs wrk: apt-get install wrk (Debian/Ubuntu), brew install wrk"
+        )
+    with find_services() as services:
+        name = f"taskq_bench_{uuid.uuid4().hex[:8]}"
+        url = await asyncio.to_thread(create_database, services.admin_database_url, name)
+        settings = Settings(database_url=url, amqp_url=services.amqp_url, queue_name=name)
+        bench = Bench(settings, services.admin_database_url, args)
+        started = time.monotonic()
+        try:
+            await asyncio.to_thread(alembic, url, "upgrade", "head")
+            for step in (bench.create_and_drain, bench.end_to_end, bench.priority_backlog,
+                         bench.bare_design, bench.memory):  # fmt: skip
+                print(f"bench: {step.__name__} ...", file=sys.stderr, flush=True)
+                await step()
+            print("bench: at_scale ...", file=sys.stderr, flush=True)
+            await bench.at_scale(args.rows)
+        finally:
+            bench.stop_all()
+            await asyncio.to_thread(drop_database, services.admin_database_url, name)
+            await _delete_queues(settings)
+    results = {**bench.results, "machine": _machine(), "seconds": time.monotonic() - started}
+    RESULTS.parent.mkdir(exist_ok=True)
+    RESULTS.write_text(json.dumps(results, indent=2, default=str))
+    print(f"\n{_machine()}; {time.monotonic() - started:.0f} s\n\n{table(results)}")
+
+
+async def _delete_queues(settings: Settings) -> None:
+    import aio_pika
+
+    connection = await aio_pika.connect(settings.amqp_url)
+    async with connection, connection.channel() as channel:
+        for spec in topology(settings):
+            await channel.queue_delete(spec.name)
+        await channel.queue_delete(f"{settings.queue_name}.bare")
+
+
+def _machine() -> str:
+    return f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}, {datetime.now(UTC):%Y-%m-%d}"
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--seconds", type=int, default=8, help="length of each throughput run")
+    parser.add_argument("--workers", type=int, default=1, help="workers for drain and latency")
+    parser.add_argument("--rows", type=int, default=1_000_000, help="rows for the scale section")
+    asyncio.run(main(parser.parse_args()))
