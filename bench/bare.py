@@ -6,6 +6,7 @@ is measured against in the same run.
 """
 
 import asyncio
+import json
 import time
 import uuid
 
@@ -34,7 +35,7 @@ async def produce(dsn: str, amqp_url: str, queue: str, concurrency: int, seconds
         nonlocal done
         while time.monotonic() < deadline:
             task_id = await pool.fetchval(INSERT)
-            body = ('{"task_id": "%s"}' % task_id).encode()
+            body = json.dumps({"task_id": str(task_id)}).encode()
             message = aio_pika.Message(
                 body, delivery_mode=aio_pika.DeliveryMode.PERSISTENT, priority=5
             )

@@ -139,8 +139,11 @@ class Bench:
         self.stop_workers()
         span = await self.sql("SELECT min(started_at) AS a, max(completed_at) AS b FROM tasks")
         seconds = (span[0]["b"] - span[0]["a"]).total_seconds()
-        self.results["drain"] = {"tasks": backlog, "workers": self.args.workers,
-                                 "per_s": backlog / seconds}  # fmt: skip
+        self.results["drain"] = {
+            "tasks": backlog,
+            "workers": self.args.workers,
+            "per_s": backlog / seconds,
+        }
 
     async def end_to_end(self, rate_per_s: int = 50, seconds: float = 10) -> None:
         await self.truncate()
@@ -166,19 +169,25 @@ class Bench:
             "SELECT extract(epoch FROM completed_at - created_at) AS s FROM tasks"
         )
         latencies_ms = sorted(float(row["s"]) * 1000 for row in rows)
-        self.results["end_to_end"] = {"rate_per_s": rate_per_s, "tasks": count,
-                                      **_percentiles(latencies_ms)}  # fmt: skip
+        self.results["end_to_end"] = {
+            "rate_per_s": rate_per_s,
+            "tasks": count,
+            **_percentiles(latencies_ms),
+        }
 
     async def priority_backlog(self, per_priority: int = 100) -> None:
         await self.truncate()
-        bodies = [{"title": p, "priority": p, "params": {"duration": 0}}
-                  for _ in range(per_priority) for p in ("LOW", "MEDIUM", "HIGH")]  # fmt: skip
+        bodies = [
+            {"title": p, "priority": p, "params": {"duration": 0}}
+            for _ in range(per_priority)
+            for p in ("LOW", "MEDIUM", "HIGH")
+        ]
         await self.create_tasks(bodies)
         self.start_workers(1)
         await self.wait_all_done(len(bodies))
         self.stop_workers()
         rows = await self.sql("""SELECT priority, avg(extract(epoch FROM started_at - created_at))
-                                 AS wait_s FROM tasks GROUP BY priority""")  # fmt: skip
+                                 AS wait_s FROM tasks GROUP BY priority""")
         self.results["priority_wait_ms"] = {r["priority"]: float(r["wait_s"]) * 1000 for r in rows}
 
     async def bare_design(self) -> None:
@@ -214,15 +223,34 @@ class Bench:
         records = []
         for _ in range(rows):
             created = now - timedelta(seconds=rng.uniform(0, 30 * 86400))
-            records.append((uuid.uuid4(), "bulk", rng.choice(("LOW", "MEDIUM", "HIGH")),
-                            rng.choice(statuses), "simulate", "{}", created, created))  # fmt: skip
+            records.append(
+                (
+                    uuid.uuid4(),
+                    "bulk",
+                    rng.choice(("LOW", "MEDIUM", "HIGH")),
+                    rng.choice(statuses),
+                    "simulate",
+                    "{}",
+                    created,
+                    created,
+                )
+            )
         conn = await asyncpg.connect(self.dsn)
         try:
             await conn.copy_records_to_table(
-                "tasks", records=records,
-                columns=["id", "title", "priority", "status", "kind", "params", "created_at",
-                         "updated_at"],
-            )  # fmt: skip
+                "tasks",
+                records=records,
+                columns=[
+                    "id",
+                    "title",
+                    "priority",
+                    "status",
+                    "kind",
+                    "params",
+                    "created_at",
+                    "updated_at",
+                ],
+            )
             await conn.execute("ANALYZE tasks")
         finally:
             await conn.close()
@@ -265,25 +293,51 @@ def _rss_mb(process: Process) -> float:
     return float("nan")
 
 
+def _latency(r: Results) -> str:
+    return f"p50 {r['p50_ms']:.1f} ms, p99 {r['p99_ms']:.1f} ms"
+
+
 def table(results: Results) -> str:
     create, drain, bare_ = results["create"], results["drain"], results["bare"]
     scale, e2e, memory = results["scale"], results["end_to_end"], results["memory"]
     waits = results["priority_wait_ms"]
+    create_ratio = create["per_s"] / bare_["create_per_s"]
+    drain_ratio = drain["per_s"] / drain["workers"] / bare_["drain_per_s"]
+    scaled_create = scale["create"]["per_s"]
     rows = [
-        ("create throughput (32 conns)", f"{create['per_s']:.0f} tasks/s, p50 {create['p50_ms']:.1f} ms, p99 {create['p99_ms']:.1f} ms", ""),
+        ("create throughput (32 conns)", f"{create['per_s']:.0f} tasks/s, {_latency(create)}", ""),
         ("bare producer", f"{bare_['create_per_s']:.0f} tasks/s", ""),
-        ("create: project / bare", f"{create['per_s'] / bare_['create_per_s']:.2f}", "≥ 0.80"),
-        (f"drain throughput ({drain['workers']} worker, prefetch 2)", f"{drain['per_s']:.0f} tasks/s over {drain['tasks']} tasks", ""),
+        ("create: project / bare", f"{create_ratio:.2f}", "≥ 0.80"),
+        (
+            f"drain throughput ({drain['workers']} worker, prefetch 2)",
+            f"{drain['per_s']:.0f} tasks/s over {drain['tasks']} tasks",
+            "",
+        ),
         ("bare consumer (prefetch 2)", f"{bare_['drain_per_s']:.0f} tasks/s", ""),
-        ("drain per worker: project / bare", f"{drain['per_s'] / drain['workers'] / bare_['drain_per_s']:.2f}", "≥ 1.00"),
-        (f"end-to-end at {e2e['rate_per_s']} tasks/s", f"p50 {e2e['p50_ms']:.1f} ms, p99 {e2e['p99_ms']:.1f} ms", "≤ 10 / ≤ 50 ms"),
-        ("wait created→started under backlog", ", ".join(f"{p} {waits[p]:.0f} ms" for p in ("HIGH", "MEDIUM", "LOW")), "HIGH < MEDIUM < LOW"),
-        *((f"1M rows: {name}", f"p50 {r['p50_ms']:.1f} ms, p99 {r['p99_ms']:.1f} ms", "p50 ≤ 5 ms" if name == "get by id" else "p50 ≤ 15 ms")
-          for name, r in scale.items() if name != "create"),
-        ("1M rows: create throughput", f"{scale['create']['per_s']:.0f} tasks/s ({scale['create']['per_s'] / create['per_s']:.0%} of empty)", "≥ 90 %"),
-        ("RSS after 1k / 10k tasks: API", f"{memory[1000]['api_mb']:.0f} / {memory[10000]['api_mb']:.0f} MB", "≤ 150 MB"),
-        ("RSS after 1k / 10k tasks: worker", f"{memory[1000]['worker_mb']:.0f} / {memory[10000]['worker_mb']:.0f} MB", "≤ 120 MB"),
-    ]  # fmt: skip
+        ("drain per worker: project / bare", f"{drain_ratio:.2f}", "≥ 1.00"),
+        (f"end-to-end at {e2e['rate_per_s']} tasks/s", _latency(e2e), "≤ 10 / ≤ 50 ms"),
+        (
+            "wait created→started under backlog",
+            ", ".join(f"{p} {waits[p]:.0f} ms" for p in ("HIGH", "MEDIUM", "LOW")),
+            "HIGH < MEDIUM < LOW",
+        ),
+    ]
+    for name, report in scale.items():
+        if name != "create":
+            target = "p50 ≤ 5 ms" if name == "get by id" else "p50 ≤ 15 ms"
+            rows.append((f"{results['rows']:,} rows: {name}", _latency(report), target))
+    rows += [
+        (
+            f"{results['rows']:,} rows: create throughput",
+            f"{scaled_create:.0f} tasks/s ({scaled_create / create['per_s']:.0%} of empty)",
+            "≥ 90 %",
+        ),
+    ]
+    for process, target in (("api", "≤ 150 MB"), ("worker", "≤ 120 MB")):
+        small, large = memory[1000][f"{process}_mb"], memory[10000][f"{process}_mb"]
+        rows.append(
+            (f"RSS after 1k / 10k tasks: {process}", f"{small:.0f} / {large:.0f} MB", target)
+        )
     lines = ["| measure | result | target |", "|---|---|---|"]
     lines += [f"| {name} | {value} | {target} |" for name, value, target in rows]
     return "\n".join(lines)
@@ -302,8 +356,13 @@ async def main(args: argparse.Namespace) -> None:
         started = time.monotonic()
         try:
             await asyncio.to_thread(alembic, url, "upgrade", "head")
-            for step in (bench.create_and_drain, bench.end_to_end, bench.priority_backlog,
-                         bench.bare_design, bench.memory):  # fmt: skip
+            for step in (
+                bench.create_and_drain,
+                bench.end_to_end,
+                bench.priority_backlog,
+                bench.bare_design,
+                bench.memory,
+            ):
                 print(f"bench: {step.__name__} ...", file=sys.stderr, flush=True)
                 await step()
             print("bench: at_scale ...", file=sys.stderr, flush=True)
@@ -312,7 +371,8 @@ async def main(args: argparse.Namespace) -> None:
             bench.stop_all()
             await asyncio.to_thread(drop_database, services.admin_database_url, name)
             await _delete_queues(settings)
-    results = {**bench.results, "machine": _machine(), "seconds": time.monotonic() - started}
+    results = {**bench.results, "rows": args.rows, "machine": _machine()}
+    results["seconds"] = time.monotonic() - started
     RESULTS.parent.mkdir(exist_ok=True)
     RESULTS.write_text(json.dumps(results, indent=2, default=str))
     print(f"\n{_machine()}; {time.monotonic() - started:.0f} s\n\n{table(results)}")
@@ -329,7 +389,8 @@ async def _delete_queues(settings: Settings) -> None:
 
 
 def _machine() -> str:
-    return f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}, {datetime.now(UTC):%Y-%m-%d}"
+    python, day = platform.python_version(), f"{datetime.now(UTC):%Y-%m-%d}"
+    return f"{platform.machine()}, {os.cpu_count()} cores, Python {python}, {day}"
 
 
 if __name__ == "__main__":
