@@ -12,17 +12,19 @@ from shared.repository import TaskRepository
 from shared.settings import Settings
 
 
-def get_settings(request: Request) -> Settings:
+# async on purpose: FastAPI runs a plain `def` dependency in its threadpool, a thread hop
+# per dependency per request that the profile showed costing more than the work itself.
+async def get_settings(request: Request) -> Settings:
     settings: Settings = request.app.state.settings
     return settings
 
 
-def get_engine(request: Request) -> AsyncEngine:
+async def get_engine(request: Request) -> AsyncEngine:
     engine: AsyncEngine = request.app.state.engine
     return engine
 
 
-def get_publisher(request: Request) -> Publisher:
+async def get_publisher(request: Request) -> Publisher:
     publisher: Publisher = request.app.state.publisher
     return publisher
 

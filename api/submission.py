@@ -1,14 +1,19 @@
 """Submitting a task: store it, publish it, mark it published — in that order.
 
 The row is committed before the publish, so a worker never receives an id the database does
-not have; a publish that fails leaves the task NEW, stored and safe, for a later publish.
+not have; a publish that fails leaves the task NEW, stored and safe, for the relay.
+No database connection is held while the broker confirms: under load the pool, not the
+broker, would otherwise cap how many tasks are accepted per second.
 """
 
 import logging
 
+from sqlalchemy.ext.asyncio import AsyncEngine
+
 from api.metrics import TASKS_CREATED
 from api.schemas import TaskCreate
 from shared.broker import Publisher
+from shared.db import connect
 from shared.errors import BrokerUnavailable, DatabaseUnavailable, TimeoutTooLong
 from shared.logs import task_fields
 from shared.models import TaskRecord
@@ -19,7 +24,7 @@ log = logging.getLogger(__name__)
 
 
 async def submit(
-    repo: TaskRepository, publisher: Publisher, request: TaskCreate, settings: Settings
+    engine: AsyncEngine, publisher: Publisher, request: TaskCreate, settings: Settings
 ) -> TaskRecord:
     timeout_s = request.timeout_seconds or settings.task_timeout_seconds
     if timeout_s > settings.max_task_timeout_seconds:
@@ -27,21 +32,22 @@ async def submit(
             f"timeout_seconds must be at most {settings.max_task_timeout_seconds}, "
             "below the broker's acknowledgement timeout"
         )
-    task = await repo.create(
-        title=request.title,
-        description=request.description,
-        priority=request.priority,
-        kind=request.kind,
-        params=request.params,
-        max_retries=request.max_retries,
-        timeout_seconds=timeout_s,
-    )
+    async with connect(engine) as conn:
+        task = await TaskRepository(conn).create(
+            title=request.title,
+            description=request.description,
+            priority=request.priority,
+            kind=request.kind,
+            params=request.params,
+            max_retries=request.max_retries,
+            timeout_seconds=timeout_s,
+        )
     log.info("task %s created (NEW)", task.id, extra=task_fields(task.id, "NEW"))
     TASKS_CREATED.labels(task.priority.value).inc()
-    return await publish(repo, publisher, task)
+    return await publish(engine, publisher, task)
 
 
-async def publish(repo: TaskRepository, publisher: Publisher, task: TaskRecord) -> TaskRecord:
+async def publish(engine: AsyncEngine, publisher: Publisher, task: TaskRecord) -> TaskRecord:
     """Publish a NEW task and move it to PENDING; on broker trouble it simply stays NEW."""
     try:
         await publisher.publish(task.id, task.priority)
@@ -49,14 +55,15 @@ async def publish(repo: TaskRepository, publisher: Publisher, task: TaskRecord) 
         log.warning("task %s stays NEW: %s", task.id, exc)
         return task
     try:
-        published = await repo.mark_published(task.id)
+        async with connect(engine) as conn:
+            repo = TaskRepository(conn)
+            published = await repo.mark_published(task.id) or await repo.get(task.id)
     except DatabaseUnavailable:
         # Stored and queued: the task is accepted, and a worker's claim takes it from NEW.
         # Answering 503 here would only invite the client to submit it twice.
         log.warning("task %s published but not marked PENDING: database unavailable", task.id)
         return task
-    if published is None:
-        # A worker got the message first and already moved the task on: report that state.
-        return await repo.get(task.id)
-    log.info("task %s published (PENDING)", task.id, extra=task_fields(task.id, "PENDING"))
+    # If a worker got the message first, mark_published found the task moved on: report that.
+    status = published.status.value
+    log.info("task %s published (%s)", task.id, status, extra=task_fields(task.id, status))
     return published

@@ -22,8 +22,10 @@ def create_engine(settings: Settings) -> AsyncEngine:
     return create_async_engine(
         settings.database_url,
         isolation_level="AUTOCOMMIT",
+        # A fixed pool: overflow connections are closed on return, and under load that
+        # meant opening a connection (TLS attempt included) for many requests.
         pool_size=settings.db_pool_size,
-        max_overflow=settings.db_pool_size,
+        max_overflow=0,
         pool_timeout=settings.db_pool_timeout_seconds,
         pool_recycle=1800,
         connect_args={

@@ -25,8 +25,9 @@ class Settings(BaseSettings):
     # text: readable lines (local default); json: one object per line (the images' default).
     log_format: Literal["text", "json"] = "text"
 
-    # Database pool of each process. The API holds one connection per in-flight request.
-    db_pool_size: int = Field(10, ge=1, le=100)
+    # Database connections of each process, opened once and kept. A request holds one only
+    # for the span of a statement, so a few serve many concurrent requests.
+    db_pool_size: int = Field(20, ge=1, le=100)
     db_connect_timeout_seconds: float = Field(5.0, gt=0)
     # How long a request waits for a free pooled connection under load before answering 503.
     db_pool_timeout_seconds: float = Field(30.0, gt=0)

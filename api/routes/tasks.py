@@ -6,7 +6,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query, Response, status
 
 from api import submission
-from api.deps import PublisherDep, RepositoryDep, SettingsDep
+from api.deps import EngineDep, PublisherDep, RepositoryDep, SettingsDep
 from api.schemas import ErrorOut, TaskCreate, TaskList, TaskOut, TaskStatusOut
 from shared.enums import TaskPriority, TaskStatus
 
@@ -32,12 +32,12 @@ NOT_FOUND: dict[int | str, dict[str, Any]] = {
 async def create_task(
     body: TaskCreate,
     response: Response,
-    repo: RepositoryDep,
+    engine: EngineDep,
     publisher: PublisherDep,
     settings: SettingsDep,
 ) -> TaskOut:
     """Store a task and queue it. Status PENDING once queued, NEW if the broker is unreachable."""
-    task = await submission.submit(repo, publisher, body, settings)
+    task = await submission.submit(engine, publisher, body, settings)
     response.headers["Location"] = f"{router.prefix}/{task.id}"
     return TaskOut.model_validate(task)
 
