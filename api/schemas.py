@@ -107,9 +107,13 @@ class TaskStatusOut(BaseModel):
 
 class TaskList(BaseModel):
     items: list[TaskOut]
-    total: int
+    total: int = Field(description="Matching tasks: exact up to 10,000, then an estimate")
+    total_is_exact: bool
     limit: int
     offset: int
+    next_cursor: str | None = Field(
+        description="Pass as `cursor` for the next page; null at the end"
+    )
 
 
 class ErrorOut(BaseModel):

@@ -26,6 +26,7 @@ from typing import Any
 import asyncpg
 import httpx
 
+from api import pagination
 from bench import bare
 from shared.broker import topology
 from shared.settings import Settings
@@ -203,12 +204,20 @@ class Bench:
         started = time.monotonic()
         await self.load(rows)
         self.results["scale_load_s"] = time.monotonic() - started
-        some_id = (await self.sql("SELECT id FROM tasks OFFSET $1 LIMIT 1", rows // 2))[0]["id"]
+        middle = (
+            await self.sql(
+                "SELECT id, created_at FROM tasks ORDER BY created_at DESC, "
+                "id DESC OFFSET $1 LIMIT 1",
+                rows // 2,
+            )
+        )[0]
+        cursor = pagination.encode_position((middle["created_at"], middle["id"]))
         reads = {
             "list first page": "/api/v1/tasks?limit=20",
             "list filtered": "/api/v1/tasks?status=FAILED&priority=HIGH&limit=20",
-            "list deep page": f"/api/v1/tasks?limit=20&offset={rows // 2}",
-            "get by id": f"/api/v1/tasks/{some_id}",
+            "list deep page (cursor)": f"/api/v1/tasks?limit=20&cursor={cursor}",
+            "list deep page (offset)": f"/api/v1/tasks?limit=20&offset={rows // 2}",
+            "get by id": f"/api/v1/tasks/{middle['id']}",
         }
         self.results["scale"] = {name: self.wrk(path, 5, 8) for name, path in reads.items()}
         self.results["scale"]["create"] = self.wrk(
@@ -251,7 +260,8 @@ class Bench:
                     "updated_at",
                 ],
             )
-            await conn.execute("ANALYZE tasks")
+            # What autovacuum does after a bulk load anyway; index-only scans need it.
+            await conn.execute("VACUUM ANALYZE tasks")
         finally:
             await conn.close()
 
@@ -325,6 +335,8 @@ def table(results: Results) -> str:
     for name, report in scale.items():
         if name != "create":
             target = "p50 ≤ 5 ms" if name == "get by id" else "p50 ≤ 15 ms"
+            if "offset" in name:
+                target = "(none: use the cursor)"
             rows.append((f"{results['rows']:,} rows: {name}", _latency(report), target))
     rows += [
         (

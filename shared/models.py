@@ -56,3 +56,4 @@ class TaskRecord:
 class TaskPage:
     items: list[TaskRecord]
     total: int
+    total_is_exact: bool = True

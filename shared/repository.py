@@ -2,7 +2,7 @@
 
 import uuid
 from collections.abc import Collection, Iterable
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import (
@@ -13,7 +13,9 @@ from sqlalchemy import (
     bindparam,
     case,
     func,
+    literal,
     select,
+    text,
     tuple_,
     update,
 )
@@ -75,6 +77,13 @@ _RETRY = _guarded(t.RETRY, _FENCED, error=bindparam("error", type_=Text()), leas
 _RELEASE = _guarded(t.RELEASE, _FENCED, started_at=None, lease_expires_at=None)
 
 
+# Up to this many matching rows the list's total is exact; beyond it, an estimate.
+EXACT_COUNT_LIMIT = 10_000
+
+# Where a page starts in keyset pagination: the (created_at, id) of the task before it.
+PagePosition = tuple[datetime, uuid.UUID]
+
+
 class TaskRepository:
     """Reads and writes tasks on the connection it is given; the caller owns transactions."""
 
@@ -118,26 +127,48 @@ class TaskRepository:
         statuses: Collection[TaskStatus] = (),
         priorities: Collection[TaskPriority] = (),
         limit: int,
-        offset: int,
+        offset: int = 0,
+        after: PagePosition | None = None,
     ) -> TaskPage:
-        """Newest first, ties broken by id, so pages are stable while tasks keep arriving."""
+        """Newest first, ties broken by id, so pages are stable while tasks keep arriving.
+
+        `after` (keyset pagination) starts right after a task, at any depth as fast as the
+        first page; `offset` has to walk past every row it skips.
+        """
         where: list[ColumnElement[bool]] = []
         if statuses:
             where.append(tasks.c.status.in_([s.value for s in statuses]))
         if priorities:
             where.append(tasks.c.priority.in_([p.value for p in priorities]))
+        position = []
+        if after is not None:
+            position.append(tuple_(tasks.c.created_at, tasks.c.id) < tuple_(*after))
         page = (
             select(tasks)
-            .where(*where)
+            .where(*where, *position)
             .order_by(tasks.c.created_at.desc(), tasks.c.id.desc())
             .limit(limit)
             .offset(offset)
         )
-        count = select(func.count()).select_from(tasks).where(*where)
         items = await self._many(page)
+        total, exact = await self._count(where)
+        return TaskPage(items=items, total=total, total_is_exact=exact)
+
+    async def _count(self, where: list[ColumnElement[bool]]) -> tuple[int, bool]:
+        """Exact up to EXACT_COUNT_LIMIT rows, the planner's estimate beyond: an exact count
+        of a million rows takes longer than the page it comes with."""
+        matching = select(literal(1)).select_from(tasks).where(*where)
+        capped = select(func.count()).select_from(matching.limit(EXACT_COUNT_LIMIT + 1).subquery())
         with translate_unavailable():
-            total = (await self._conn.execute(count)).scalar_one()
-        return TaskPage(items=items, total=total)
+            counted = int((await self._conn.execute(capped)).scalar_one())
+            if counted <= EXACT_COUNT_LIMIT:
+                return counted, True
+            # Filters are enum values the API validated, so literal binds are safe here.
+            sql = matching.compile(
+                dialect=self._conn.dialect, compile_kwargs={"literal_binds": True}
+            )
+            plan = (await self._conn.execute(text(f"EXPLAIN (FORMAT JSON) {sql}"))).scalar_one()
+        return max(counted, int(plan[0]["Plan"]["Plan Rows"])), False
 
     async def count_new(self) -> int:
         """How many tasks wait for the relay (served by the partial index on NEW)."""

@@ -5,7 +5,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Response, status
 
-from api import submission
+from api import pagination, submission
 from api.deps import EngineDep, PublisherDep, RepositoryDep, SettingsDep
 from api.schemas import ErrorOut, TaskCreate, TaskList, TaskOut, TaskStatusOut
 from shared.enums import TaskPriority, TaskStatus
@@ -49,13 +49,29 @@ async def list_tasks(
     priority: Annotated[list[TaskPriority] | None, Query()] = None,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
     offset: Annotated[int, Query(ge=0, le=1_000_000_000)] = 0,
+    cursor: Annotated[
+        str | None,
+        Query(max_length=200, description="`next_cursor` of the previous page; fast at any depth"),
+    ] = None,
 ) -> TaskList:
-    """Tasks, newest first; `status` and `priority` may each be given several times."""
+    """Tasks, newest first; `status` and `priority` may each be given several times.
+
+    Page with `cursor` (keyset: every page as fast as the first) or `offset` (slower the
+    deeper it goes). `total` is exact up to 10,000 matches, an estimate beyond that.
+    """
+    after = pagination.decode(cursor) if cursor else None
     page = await repo.list_page(
-        statuses=status_ or (), priorities=priority or (), limit=limit, offset=offset
+        statuses=status_ or (), priorities=priority or (), limit=limit, offset=offset, after=after
     )
-    items = [TaskOut.model_validate(task) for task in page.items]
-    return TaskList(items=items, total=page.total, limit=limit, offset=offset)
+    more = len(page.items) == limit
+    return TaskList(
+        items=[TaskOut.model_validate(task) for task in page.items],
+        total=page.total,
+        total_is_exact=page.total_is_exact,
+        limit=limit,
+        offset=offset,
+        next_cursor=pagination.encode(page.items[-1]) if more else None,
+    )
 
 
 @router.get("/{task_id}", responses={**NOT_FOUND, **ERRORS})

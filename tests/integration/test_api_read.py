@@ -4,6 +4,8 @@ import uuid
 
 import httpx
 import pytest
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from shared import transitions as t
 from shared.repository import TaskRepository
@@ -126,3 +128,45 @@ async def test_status_reports_duration_once_started_and_finished(
     }
     assert after["status"] == "COMPLETED"
     assert after["duration_seconds"] is not None and after["duration_seconds"] >= 0
+
+
+async def test_cursor_pages_walk_the_same_list_as_offsets(client: httpx.AsyncClient) -> None:
+    ids = [await create(client, f"task {n}") for n in range(7)]
+
+    walked, cursor = [], None
+    while True:
+        params: dict[str, str | int] = {"limit": 3, **({"cursor": cursor} if cursor else {})}
+        page = (await client.get(URL, params=params)).json()
+        walked += [item["id"] for item in page["items"]]
+        cursor = page["next_cursor"]
+        if cursor is None:
+            break
+
+    assert walked == list(reversed(ids))
+    assert page["total"] == 7 and page["total_is_exact"] is True
+
+
+async def test_a_malformed_cursor_is_refused_with_422(client: httpx.AsyncClient) -> None:
+    response = await client.get(URL, params={"cursor": "not-a-cursor"})
+    assert response.status_code == 422
+    assert response.json()["detail"][0]["loc"] == ["query", "cursor"]
+
+
+async def test_totals_past_ten_thousand_are_flagged_as_estimates(
+    client: httpx.AsyncClient, engine: AsyncEngine
+) -> None:
+    async with engine.connect() as conn:
+        await conn.execute(
+            text(
+                "INSERT INTO tasks (title, priority, status, kind) "
+                "SELECT 'bulk', 'LOW', 'COMPLETED', 'simulate' FROM generate_series(1, 12000)"
+            )
+        )
+        await conn.execute(text("ANALYZE tasks"))
+
+    page = (await client.get(URL, params={"limit": 1})).json()
+    filtered = (await client.get(URL, params={"limit": 1, "priority": "HIGH"})).json()
+
+    assert page["total_is_exact"] is False
+    assert page["total"] > 10_000  # the planner's estimate, near 12,000
+    assert (filtered["total"], filtered["total_is_exact"]) == (0, True)
