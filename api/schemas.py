@@ -107,7 +107,7 @@ class TaskStatusOut(BaseModel):
 
 class TaskList(BaseModel):
     items: list[TaskOut]
-    total: int = Field(description="Matching tasks: exact up to 10,000, then an estimate")
+    total: int = Field(description="Matching tasks: exact up to 1,000, then an estimate")
     total_is_exact: bool
     limit: int
     offset: int

@@ -78,7 +78,7 @@ _RELEASE = _guarded(t.RELEASE, _FENCED, started_at=None, lease_expires_at=None)
 
 
 # Up to this many matching rows the list's total is exact; beyond it, an estimate.
-EXACT_COUNT_LIMIT = 10_000
+EXACT_COUNT_LIMIT = 1_000
 
 # Where a page starts in keyset pagination: the (created_at, id) of the task before it.
 PagePosition = tuple[datetime, uuid.UUID]

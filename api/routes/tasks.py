@@ -57,7 +57,7 @@ async def list_tasks(
     """Tasks, newest first; `status` and `priority` may each be given several times.
 
     Page with `cursor` (keyset: every page as fast as the first) or `offset` (slower the
-    deeper it goes). `total` is exact up to 10,000 matches, an estimate beyond that.
+    deeper it goes). `total` is exact up to 1,000 matches, an estimate beyond that.
     """
     after = pagination.decode(cursor) if cursor else None
     page = await repo.list_page(

@@ -152,7 +152,7 @@ async def test_a_malformed_cursor_is_refused_with_422(client: httpx.AsyncClient)
     assert response.json()["detail"][0]["loc"] == ["query", "cursor"]
 
 
-async def test_totals_past_ten_thousand_are_flagged_as_estimates(
+async def test_totals_past_a_thousand_are_flagged_as_estimates(
     client: httpx.AsyncClient, engine: AsyncEngine
 ) -> None:
     async with engine.connect() as conn:
