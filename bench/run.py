@@ -31,7 +31,7 @@ from bench import bare
 from shared.broker import topology
 from shared.settings import Settings
 from tests.support.databases import alembic, create_database, drop_database, plain_dsn
-from tests.support.processes import Process, free_port, start_api, start_worker
+from tests.support.processes import Process, free_port, start_api, start_worker, wait_ready
 from tests.support.services import find_services
 
 HERE = Path(__file__).resolve().parent
@@ -56,15 +56,7 @@ class Bench:
     # --- processes -------------------------------------------------------------------------
     async def start_api(self) -> None:
         self.api = start_api(self.settings, self.port, **QUIET)
-        async with httpx.AsyncClient(base_url=self.base_url) as client:
-            for _ in range(300):
-                try:
-                    if (await client.get("/ready")).status_code == 200:
-                        return
-                except httpx.TransportError:
-                    pass
-                await asyncio.sleep(0.05)
-        raise SystemExit(f"the API did not become ready:\n{self.api.output}")
+        await wait_ready(self.api, self.base_url)
 
     def start_workers(self, count: int) -> None:
         self.workers += [start_worker(self.settings, **QUIET) for _ in range(count)]

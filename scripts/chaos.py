@@ -26,7 +26,7 @@ from shared.settings import Settings
 from shared.tables import tasks
 from tests.integration.conftest import through
 from tests.support.databases import alembic, create_database, drop_database
-from tests.support.processes import Process, free_port, start_api, start_worker
+from tests.support.processes import Process, free_port, start_api, start_worker, wait_ready
 from tests.support.proxy import TcpProxy
 from tests.support.services import find_services
 
@@ -149,7 +149,7 @@ async def main(count: int, workers: int, seed: int) -> int:
             port = free_port()
             api = start_api(chaos.proxied, port)
             base_url = f"http://127.0.0.1:{port}"
-            await _wait_ready(base_url)
+            await wait_ready(api, base_url)
             stop = asyncio.Event()
             chaos_task = asyncio.create_task(chaos.run(stop))
             started = time.monotonic()
@@ -169,18 +169,6 @@ async def main(count: int, workers: int, seed: int) -> int:
     _report(counts, chaos.events, elapsed_s)
     unexplained = counts["re-run after a lost lease"] > 2 * chaos.events["kill"]
     return 1 if counts["lost"] or counts["run twice"] or unexplained else 0
-
-
-async def _wait_ready(base_url: str) -> None:
-    async with httpx.AsyncClient(base_url=base_url) as client:
-        for _ in range(200):
-            try:
-                if (await client.get("/ready")).status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
-            await asyncio.sleep(0.1)
-    raise SystemExit("the API did not become ready")
 
 
 async def _delete_queues(settings: Settings) -> None:

@@ -1,12 +1,16 @@
 """The API and the worker as real processes, with their output kept for assertions."""
 
+import asyncio
 import os
 import signal
 import socket
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
+
+import httpx
 
 from shared.settings import Settings
 
@@ -73,3 +77,17 @@ def start_worker(settings: Settings, **overrides: str) -> Process:
 def start_api(settings: Settings, port: int, **overrides: str) -> Process:
     args = [sys.executable, "-m", "uvicorn", "api.main:app", "--port", str(port)]
     return Process(args, environment(settings, **overrides))
+
+
+async def wait_ready(api: Process, base_url: str, timeout_s: float = 15) -> None:
+    """Wait until the API process answers /ready with 200; fail with its output if not."""
+    deadline = time.monotonic() + timeout_s
+    async with httpx.AsyncClient(base_url=base_url) as client:
+        while time.monotonic() < deadline:
+            try:
+                if (await client.get("/ready")).status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+            await asyncio.sleep(0.05)
+    raise RuntimeError(f"the API did not become ready:\n{api.output}")
