@@ -24,10 +24,9 @@ from shared.db import create_engine
 from shared.enums import TERMINAL_STATUSES
 from shared.settings import Settings
 from shared.tables import tasks
-from tests.integration.conftest import through
 from tests.support.databases import alembic, create_database, drop_database
 from tests.support.processes import Process, free_port, start_api, start_worker, wait_ready
-from tests.support.proxy import TcpProxy
+from tests.support.proxy import TcpProxy, through
 from tests.support.services import find_services
 
 WORKER_ENV = {"LEASE_SECONDS": "3", "WORKER_SHUTDOWN_TIMEOUT_SECONDS": "2"}

@@ -9,7 +9,6 @@ import httpx
 import pytest
 from aio_pika.abc import AbstractChannel, AbstractConnection
 from sqlalchemy import text
-from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from api.main import create_app
@@ -112,22 +111,3 @@ async def db_proxy(settings: Settings) -> AsyncIterator[TcpProxy]:
     await proxy.start()
     yield proxy
     await proxy.cut()
-
-
-def through(
-    settings: Settings, *, broker: TcpProxy | None = None, db: TcpProxy | None = None
-) -> Settings:
-    """The same settings, with the broker and/or the database reached through a proxy."""
-    update = {}
-    if broker is not None:
-        parts = urlsplit(settings.amqp_url)
-        update["amqp_url"] = parts._replace(
-            netloc=f"{parts.username}:{parts.password}@127.0.0.1:{broker.port}"
-        ).geturl()
-    if db is not None:
-        update["database_url"] = (
-            make_url(settings.database_url)
-            .set(host="127.0.0.1", port=db.port)
-            .render_as_string(hide_password=False)
-        )
-    return settings.model_copy(update=update)

@@ -16,9 +16,9 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from shared.enums import TaskStatus
 from shared.models import TaskRecord
 from shared.settings import Settings
-from tests.integration.conftest import api_client, through
+from tests.integration.conftest import api_client
 from tests.support.processes import Process
-from tests.support.proxy import TcpProxy
+from tests.support.proxy import TcpProxy, through
 from tests.support.tasks import all_tasks, create, wait_all_terminal, wait_consumers
 from tests.support.waiting import wait_until
 

@@ -3,6 +3,11 @@ and bring it back without touching the real servers."""
 
 import asyncio
 import contextlib
+from urllib.parse import urlsplit
+
+from sqlalchemy.engine import make_url
+
+from shared.settings import Settings
 
 
 class TcpProxy:
@@ -51,3 +56,22 @@ class TcpProxy:
             self._writers.discard(writer)
             with contextlib.suppress(Exception):
                 writer.transport.abort()
+
+
+def through(
+    settings: Settings, *, broker: TcpProxy | None = None, db: TcpProxy | None = None
+) -> Settings:
+    """The same settings, with the broker and/or the database reached through a proxy."""
+    update = {}
+    if broker is not None:
+        parts = urlsplit(settings.amqp_url)
+        update["amqp_url"] = parts._replace(
+            netloc=f"{parts.username}:{parts.password}@127.0.0.1:{broker.port}"
+        ).geturl()
+    if db is not None:
+        update["database_url"] = (
+            make_url(settings.database_url)
+            .set(host="127.0.0.1", port=db.port)
+            .render_as_string(hide_password=False)
+        )
+    return settings.model_copy(update=update)
