@@ -93,3 +93,9 @@ def test_build_context_leaves_out_what_images_do_not_need() -> None:
     ignored = (ROOT / ".dockerignore").read_text().split()
     for entry in (".venv", ".git", "tests", "**/__pycache__", ".env"):
         assert entry in ignored
+
+
+def test_readme_documents_every_setting() -> None:
+    readme = (ROOT / "README.md").read_text()
+    missing = [name.upper() for name in Settings.model_fields if f"`{name.upper()}`" not in readme]
+    assert missing == []
