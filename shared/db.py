@@ -13,18 +13,18 @@ from shared.errors import DatabaseUnavailable
 from shared.settings import Settings
 
 
-def create_engine(settings: Settings) -> AsyncEngine:
+def create_engine(settings: Settings, pool_size: int | None = None) -> AsyncEngine:
     """An engine whose connections autocommit.
 
     Every repository call is a single statement, so autocommit makes each one atomic and
-    saves the BEGIN/COMMIT round trips; multi-statement work opens `conn.begin()` itself.
+    saves the BEGIN/COMMIT round trips; multi-statement work uses `transaction()`.
     """
     return create_async_engine(
         settings.database_url,
         isolation_level="AUTOCOMMIT",
         # A fixed pool: overflow connections are closed on return, and under load that
         # meant opening a connection (TLS attempt included) for many requests.
-        pool_size=settings.db_pool_size,
+        pool_size=pool_size or settings.db_pool_size,
         max_overflow=0,
         pool_timeout=settings.db_pool_timeout_seconds,
         pool_recycle=1800,

@@ -35,7 +35,10 @@ async def run_worker(settings: Settings) -> None:
 
     if settings.worker_metrics_port:
         prometheus_client.start_http_server(settings.worker_metrics_port)
-    engine = create_engine(settings)
+    # A worker needs a connection per running task plus one each for its heartbeat, reaper
+    # and relay; DB_POOL_SIZE is sized for the API, and N workers x 20 would exhaust
+    # PostgreSQL's max_connections long before N workers are busy.
+    engine = create_engine(settings, pool_size=settings.worker_prefetch + 3)
     # Publishing (retries, dead letters, relay) has a connection of its own, as RabbitMQ
     # advises: flow control on publishers then never slows down consuming.
     publisher = Publisher(settings)
