@@ -1,7 +1,7 @@
 """Per-test plumbing for the integration tests: a clean table and queue, API client, workers."""
 
 import contextlib
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator
 from urllib.parse import urlsplit
 
 import aio_pika
@@ -16,8 +16,9 @@ from shared.broker import declare_topology, topology
 from shared.db import create_engine
 from shared.repository import TaskRepository
 from shared.settings import Settings
-from tests.support.processes import Process, start_worker
+from tests.support.processes import Process, StartWorker, start_worker
 from tests.support.proxy import TcpProxy
+from tests.support.tasks import wait_log
 
 
 @pytest.fixture(scope="session")
@@ -78,13 +79,17 @@ async def client(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
 
 
 @pytest.fixture
-def workers(settings: Settings) -> Iterator[Callable[..., Process]]:
-    """Start worker processes; every one still running is stopped after the test."""
+async def workers(settings: Settings) -> AsyncIterator[StartWorker]:
+    """Start a worker process and wait until it consumes the queue, ready for work.
+
+    Every one still running is stopped after the test.
+    """
     started: list[Process] = []
 
-    def start(worker_settings: Settings | None = None, **env: str) -> Process:
+    async def start(worker_settings: Settings | None = None, **env: str) -> Process:
         process = start_worker(worker_settings or settings, **env)
         started.append(process)
+        await wait_log(process, "worker consuming")  # its own word, whatever others do
         return process
 
     yield start

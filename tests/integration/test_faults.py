@@ -7,7 +7,7 @@ state, none is IN_PROGRESS, and `attempts` is 1 except where a worker really die
 import asyncio
 import signal
 import uuid
-from collections.abc import Callable, Collection
+from collections.abc import Collection
 
 import httpx
 from aio_pika.abc import AbstractChannel
@@ -17,12 +17,10 @@ from shared.enums import TaskStatus
 from shared.models import TaskRecord
 from shared.settings import Settings
 from tests.integration.conftest import api_client
-from tests.support.processes import Process
+from tests.support.processes import StartWorker
 from tests.support.proxy import TcpProxy, through
 from tests.support.tasks import all_tasks, create, wait_all_terminal, wait_consumers
 from tests.support.waiting import wait_until
-
-StartWorker = Callable[..., Process]
 
 
 def assert_settled(
@@ -46,16 +44,13 @@ async def test_killed_worker_tasks_run_again_and_only_those(
     client: httpx.AsyncClient,
     engine: AsyncEngine,
     workers: StartWorker,
-    channel: AbstractChannel,
-    settings: Settings,
 ) -> None:
-    doomed = workers(LEASE_SECONDS="3")
-    await wait_consumers(channel, settings.queue_name, 1)
+    doomed = await workers(LEASE_SECONDS="3")
     accepted = [await create(client, params={"duration": 1}) for _ in range(6)]
     in_flight = {task.id for task in await running(engine, 2)}
 
     doomed.signal(signal.SIGKILL)
-    survivor = workers(LEASE_SECONDS="3")
+    survivor = await workers(LEASE_SECONDS="3")
     done = await wait_all_terminal(engine, 6, timeout_s=40)
 
     assert_settled(done, accepted, rerun=in_flight)
@@ -66,12 +61,10 @@ async def test_killed_worker_tasks_run_again_and_only_those(
 async def test_tasks_accepted_while_the_broker_is_cut_complete_once_it_returns(
     engine: AsyncEngine,
     workers: StartWorker,
-    channel: AbstractChannel,
     settings: Settings,
     broker_proxy: TcpProxy,
 ) -> None:
-    workers()
-    await wait_consumers(channel, settings.queue_name, 1)
+    await workers()
     async with api_client(through(settings, broker=broker_proxy)) as client:
         await broker_proxy.cut()
         responses = [await client.post("/api/v1/tasks", json={"title": f"t{n}"}) for n in range(20)]
@@ -91,8 +84,7 @@ async def test_broker_cut_mid_task_runs_no_handler_twice_and_consuming_resumes(
     settings: Settings,
     broker_proxy: TcpProxy,
 ) -> None:
-    worker = workers(through(settings, broker=broker_proxy))
-    await wait_consumers(channel, settings.queue_name, 1)
+    worker = await workers(through(settings, broker=broker_proxy))
     accepted = [await create(client, params={"duration": 1.5}) for _ in range(4)]
     await running(engine, 2)
 
@@ -114,12 +106,10 @@ async def test_database_cut_mid_task_runs_no_handler_twice(
     client: httpx.AsyncClient,
     engine: AsyncEngine,
     workers: StartWorker,
-    channel: AbstractChannel,
     settings: Settings,
     db_proxy: TcpProxy,
 ) -> None:
-    worker = workers(through(settings, db=db_proxy))
-    await wait_consumers(channel, settings.queue_name, 1)
+    worker = await workers(through(settings, db=db_proxy))
     accepted = [await create(client, params={"duration": 1}) for _ in range(4)]
     await running(engine, 2)
 
@@ -136,18 +126,15 @@ async def test_sigterm_lets_the_worker_hand_back_its_tasks_and_exit_cleanly(
     client: httpx.AsyncClient,
     engine: AsyncEngine,
     workers: StartWorker,
-    channel: AbstractChannel,
-    settings: Settings,
 ) -> None:
-    stopping = workers(WORKER_SHUTDOWN_TIMEOUT_SECONDS="1")
-    await wait_consumers(channel, settings.queue_name, 1)
+    stopping = await workers(WORKER_SHUTDOWN_TIMEOUT_SECONDS="1")
     accepted = [await create(client, params={"duration": 5}) for _ in range(3)]
     interrupted = {task.id for task in await running(engine, 2)}
 
     stopping.signal(signal.SIGTERM)
     exit_code = await asyncio.to_thread(stopping.popen.wait, 10)
     after_exit = await all_tasks(engine)
-    workers()
+    await workers()
     done = await wait_all_terminal(engine, 3, timeout_s=40)
 
     assert exit_code == 0

@@ -1,19 +1,14 @@
 """Prometheus metrics (parsed with the Prometheus text parser) and JSON logs."""
 
 import json
-from collections.abc import Callable
 
 import httpx
-from aio_pika.abc import AbstractChannel
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from shared.settings import Settings
-from tests.support.processes import Process, free_port
-from tests.support.tasks import create, wait_all_terminal, wait_consumers
+from tests.support.processes import StartWorker, free_port
+from tests.support.tasks import create, wait_all_terminal
 from tests.support.waiting import wait_until
-
-StartWorker = Callable[..., Process]
 
 
 def samples(text: str) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
@@ -57,12 +52,9 @@ async def test_worker_metrics_count_outcomes_waits_and_durations(
     client: httpx.AsyncClient,
     engine: AsyncEngine,
     workers: StartWorker,
-    channel: AbstractChannel,
-    settings: Settings,
 ) -> None:
     port = free_port()
-    workers(WORKER_METRICS_PORT=str(port), LOG_FORMAT="json")
-    await wait_consumers(channel, settings.queue_name, 1)
+    await workers(WORKER_METRICS_PORT=str(port), LOG_FORMAT="json")
     for _ in range(2):
         await create(client, params={"duration": 0})
     await create(client, kind="fail")
@@ -86,11 +78,8 @@ async def test_json_logs_are_one_object_per_line_with_task_fields(
     client: httpx.AsyncClient,
     engine: AsyncEngine,
     workers: StartWorker,
-    channel: AbstractChannel,
-    settings: Settings,
 ) -> None:
-    worker = workers(LOG_FORMAT="json")
-    await wait_consumers(channel, settings.queue_name, 1)
+    worker = await workers(LOG_FORMAT="json")
     task_id = await create(client, params={"duration": 0})
     await wait_all_terminal(engine, 1)
 

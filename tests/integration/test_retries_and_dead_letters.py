@@ -3,7 +3,6 @@
 import itertools
 import re
 import uuid
-from collections.abc import Callable
 from datetime import datetime
 
 import aio_pika
@@ -15,10 +14,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from shared.broker import DEAD_LETTER_REASON_HEADER
 from shared.enums import TaskStatus
 from shared.settings import Settings
-from tests.support.processes import Process
-from tests.support.tasks import create, wait_all_terminal, wait_consumers
-
-StartWorker = Callable[..., Process]
+from tests.support.processes import StartWorker
+from tests.support.tasks import create, wait_all_terminal
 
 
 def attempt_starts(output: str, task_id: uuid.UUID) -> list[datetime]:
@@ -33,11 +30,8 @@ async def test_retries_back_off_longer_each_time_until_success_or_exhaustion(
     client: httpx.AsyncClient,
     engine: AsyncEngine,
     workers: StartWorker,
-    channel: AbstractChannel,
-    settings: Settings,
 ) -> None:
-    worker = workers(RETRY_BASE_SECONDS="0.3", RETRY_MAX_SECONDS="5")
-    await wait_consumers(channel, settings.queue_name, 1)
+    worker = await workers(RETRY_BASE_SECONDS="0.3", RETRY_MAX_SECONDS="5")
     flaky = await create(client, kind="flaky", params={"fail_times": 2}, max_retries=3)
     failing = await create(client, kind="fail", params={"message": "no"}, max_retries=2)
 
@@ -59,11 +53,8 @@ async def test_an_attempt_over_its_time_limit_fails_with_timeout(
     client: httpx.AsyncClient,
     engine: AsyncEngine,
     workers: StartWorker,
-    channel: AbstractChannel,
-    settings: Settings,
 ) -> None:
-    workers()
-    await wait_consumers(channel, settings.queue_name, 1)
+    await workers()
     await create(client, params={"duration": 30}, timeout_seconds=1)
 
     [task] = await wait_all_terminal(engine, 1, timeout_s=15)
@@ -91,8 +82,7 @@ async def test_unusable_messages_go_to_the_dlq_with_a_reason_and_work_goes_on(
     body: bytes,
     reason: str,
 ) -> None:
-    workers()
-    await wait_consumers(channel, settings.queue_name, 1)
+    await workers()
     await channel.default_exchange.publish(aio_pika.Message(body), routing_key=settings.queue_name)
     await create(client, params={"duration": 0})
 

@@ -2,7 +2,6 @@
 
 import asyncio
 import itertools
-from collections.abc import Callable
 from datetime import datetime
 
 import aio_pika
@@ -14,24 +13,15 @@ from shared.broker import task_message
 from shared.enums import TaskPriority, TaskStatus
 from shared.models import TaskRecord
 from shared.settings import Settings
-from tests.support.processes import Process
+from tests.support.processes import StartWorker
 from tests.support.tasks import (
     URL,
     all_tasks,
     create,
     wait_all_terminal,
-    wait_consumers,
     wait_log,
     wait_task,
 )
-
-StartWorker = Callable[..., Process]
-
-
-async def start_one(workers: StartWorker, channel: AbstractChannel, settings: Settings) -> Process:
-    worker = workers()
-    await wait_consumers(channel, settings.queue_name, 1)
-    return worker
 
 
 def max_overlap(done: list[TaskRecord]) -> int:
@@ -53,10 +43,8 @@ async def test_task_completes_with_result_and_timestamps(
     client: httpx.AsyncClient,
     engine: AsyncEngine,
     workers: StartWorker,
-    channel: AbstractChannel,
-    settings: Settings,
 ) -> None:
-    await start_one(workers, channel, settings)
+    await workers()
     task_id = await create(client, params={"duration": 0.2})
 
     [task] = await wait_all_terminal(engine, 1)
@@ -75,10 +63,8 @@ async def test_failing_handler_ends_failed_with_the_error(
     client: httpx.AsyncClient,
     engine: AsyncEngine,
     workers: StartWorker,
-    channel: AbstractChannel,
-    settings: Settings,
 ) -> None:
-    await start_one(workers, channel, settings)
+    await workers()
     await create(client, kind="fail", params={"message": "disk on fire"})
 
     [task] = await wait_all_terminal(engine, 1)
@@ -92,10 +78,8 @@ async def test_one_worker_runs_exactly_two_tasks_at_once(
     client: httpx.AsyncClient,
     engine: AsyncEngine,
     workers: StartWorker,
-    channel: AbstractChannel,
-    settings: Settings,
 ) -> None:
-    await start_one(workers, channel, settings)
+    await workers()
     for _ in range(6):
         await create(client, params={"duration": 0.5})
 
@@ -109,13 +93,11 @@ async def test_backlog_starts_high_then_medium_then_low(
     client: httpx.AsyncClient,
     engine: AsyncEngine,
     workers: StartWorker,
-    channel: AbstractChannel,
-    settings: Settings,
 ) -> None:
     # Queued with no worker running, lowest priority first so arrival order cannot explain it.
     for priority in ("LOW", "MEDIUM", "HIGH") * 4:
         await create(client, priority=priority, params={"duration": 0.1})
-    await start_one(workers, channel, settings)
+    await workers()
 
     done = await wait_all_terminal(engine, 12)
 
@@ -131,13 +113,11 @@ async def test_task_cancelled_before_start_never_starts(
     client: httpx.AsyncClient,
     engine: AsyncEngine,
     workers: StartWorker,
-    channel: AbstractChannel,
-    settings: Settings,
 ) -> None:
     cancelled = await create(client, params={"duration": 0})
     assert (await client.delete(f"{URL}/{cancelled}")).status_code == 200
     follower = await create(client, params={"duration": 0})
-    worker = await start_one(workers, channel, settings)
+    worker = await workers()
 
     await wait_task(engine, follower, lambda t: t.status is TaskStatus.COMPLETED, "follower done")
 
@@ -151,10 +131,8 @@ async def test_running_task_is_stopped_within_a_second_of_cancel(
     client: httpx.AsyncClient,
     engine: AsyncEngine,
     workers: StartWorker,
-    channel: AbstractChannel,
-    settings: Settings,
 ) -> None:
-    await start_one(workers, channel, settings)
+    await workers()
     task_id = await create(client, params={"duration": 60})
     await wait_task(engine, task_id, lambda t: t.status is TaskStatus.IN_PROGRESS, "running")
 
@@ -177,7 +155,7 @@ async def test_duplicate_message_for_a_finished_task_runs_nothing(
     channel: AbstractChannel,
     settings: Settings,
 ) -> None:
-    worker = await start_one(workers, channel, settings)
+    worker = await workers()
     task_id = await create(client, params={"duration": 0})
     [before] = await wait_all_terminal(engine, 1)
 
@@ -194,11 +172,8 @@ async def test_three_workers_complete_300_tasks_exactly_once_and_share_them(
     client: httpx.AsyncClient,
     engine: AsyncEngine,
     workers: StartWorker,
-    channel: AbstractChannel,
-    settings: Settings,
 ) -> None:
-    started = [workers() for _ in range(3)]
-    await wait_consumers(channel, settings.queue_name, 3)
+    started = [await workers() for _ in range(3)]
 
     ids = await asyncio.gather(*(create(client, params={"duration": 0.01}) for _ in range(300)))
     done = await wait_all_terminal(engine, 300, timeout_s=90)
@@ -217,7 +192,7 @@ async def test_unusable_message_is_dead_lettered_and_the_worker_keeps_serving(
     channel: AbstractChannel,
     settings: Settings,
 ) -> None:
-    await start_one(workers, channel, settings)
+    await workers()
     await channel.default_exchange.publish(
         aio_pika.Message(b"not json"), routing_key=settings.queue_name
     )

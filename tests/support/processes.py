@@ -8,6 +8,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import httpx
@@ -68,6 +69,11 @@ class Process:
             return self.popen.wait()
         finally:
             self._log.close()
+
+
+# The `workers` fixture: start a worker (optionally with other settings or env) and wait
+# until it consumes the queue.
+StartWorker = Callable[..., Awaitable["Process"]]
 
 
 def start_worker(settings: Settings, **overrides: str) -> Process:
