@@ -5,7 +5,7 @@ Adding a kind: a params model here, a handler in `worker.handlers`, one line in 
 
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
 DEFAULT_KIND = "simulate"
 
@@ -55,6 +55,3 @@ def parse_params(kind: str, params: dict[str, Any]) -> KindParams:
     if model is None:
         raise UnknownKind(kind)
     return model.model_validate(params)
-
-
-__all__ = ["KIND_PARAMS", "KindParams", "UnknownKind", "ValidationError", "parse_params"]

@@ -1,9 +1,9 @@
 """Schemathesis against the served OpenAPI schema: no 5xx, nothing the schema does not declare."""
 
+import asyncio
 from collections.abc import Iterator
 from typing import Any
 
-import httpx
 import pytest
 import schemathesis
 from hypothesis import HealthCheck, settings
@@ -17,7 +17,7 @@ from schemathesis.specs.openapi.checks import (
 
 from api.main import create_app
 from shared.settings import Settings
-from tests.support.processes import Process, free_port, start_api
+from tests.support.processes import Process, free_port, start_api, wait_ready
 
 
 @pytest.fixture(scope="module")
@@ -27,17 +27,7 @@ def api_url(settings: Settings) -> Iterator[str]:
     process: Process = start_api(settings, port)
     url = f"http://127.0.0.1:{port}"
     try:
-        for _ in range(200):
-            try:
-                if httpx.get(f"{url}/openapi.json", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if process.popen.poll() is not None:
-                raise AssertionError(f"API exited:\n{process.output}")
-            import time
-
-            time.sleep(0.05)
+        asyncio.run(wait_ready(process, url))
         yield url
     finally:
         process.stop()
