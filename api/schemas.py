@@ -49,6 +49,15 @@ class TaskCreate(BaseModel):
         "the broker's ack timeout (BROKER_CONSUMER_TIMEOUT_SECONDS - 120)",
     )
 
+    @model_validator(mode="before")
+    @classmethod
+    def _no_nul_characters(cls, data: Any) -> Any:
+        # PostgreSQL text and JSONB cannot hold U+0000: refuse it here as a 422, anywhere in
+        # the body, rather than let the INSERT fail with a 500.
+        if _contains_nul(data):
+            raise ValueError("text must not contain the NUL character (\\u0000)")
+        return data
+
     @model_validator(mode="after")
     def _params_fit_kind(self) -> Self:
         try:
@@ -61,6 +70,16 @@ class TaskCreate(BaseModel):
             raise ValueError(f"params do not fit kind {self.kind!r}: {problems}") from exc
         self.params = parsed.model_dump(exclude_none=True)
         return self
+
+
+def _contains_nul(value: Any) -> bool:
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, dict):
+        return any(_contains_nul(k) or _contains_nul(v) for k, v in value.items())
+    if isinstance(value, list):
+        return any(_contains_nul(item) for item in value)
+    return False
 
 
 class TaskOut(BaseModel):

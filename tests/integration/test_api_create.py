@@ -98,6 +98,8 @@ INVALID_BODIES: list[tuple[str, Any]] = [
     ("duration above range", {"title": "t", "params": {"duration": 601}}),
     ("duration not a number", {"title": "t", "params": {"duration": "long"}}),
     ("body not an object", ["title"]),
+    ("NUL in the title", {"title": "a\u0000b"}),
+    ("NUL in a param", {"title": "t", "kind": "fail", "params": {"message": "\u0000"}}),
 ]
 
 
