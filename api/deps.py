@@ -4,11 +4,14 @@ from collections.abc import AsyncIterator
 from typing import Annotated
 
 from fastapi import Depends, Request
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from shared.broker import Publisher
-from shared.db import connect
-from shared.repository import TaskRepository
+from shared.db.engine import connect
+from shared.db.events import EventRepository
+from shared.db.stats import StatsRepository
+from shared.db.tasks import TaskRepository
+from shared.db.workers import WorkerRepository
+from shared.messaging.publisher import Publisher
 from shared.settings import Settings
 
 
@@ -29,14 +32,37 @@ async def get_publisher(request: Request) -> Publisher:
     return publisher
 
 
-async def get_repository(
+async def get_connection(
     engine: Annotated[AsyncEngine, Depends(get_engine)],
-) -> AsyncIterator[TaskRepository]:
+) -> AsyncIterator[AsyncConnection]:
+    """One pooled connection per request, shared by every repository the route uses."""
     async with connect(engine) as conn:
-        yield TaskRepository(conn)
+        yield conn
+
+
+ConnectionDep = Annotated[AsyncConnection, Depends(get_connection)]
+
+
+async def get_repository(conn: ConnectionDep) -> TaskRepository:
+    return TaskRepository(conn)
+
+
+async def get_events(conn: ConnectionDep) -> EventRepository:
+    return EventRepository(conn)
+
+
+async def get_workers(conn: ConnectionDep) -> WorkerRepository:
+    return WorkerRepository(conn)
+
+
+async def get_stats(conn: ConnectionDep) -> StatsRepository:
+    return StatsRepository(conn)
 
 
 EngineDep = Annotated[AsyncEngine, Depends(get_engine)]
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 PublisherDep = Annotated[Publisher, Depends(get_publisher)]
 RepositoryDep = Annotated[TaskRepository, Depends(get_repository)]
+EventsDep = Annotated[EventRepository, Depends(get_events)]
+WorkersDep = Annotated[WorkerRepository, Depends(get_workers)]
+StatsDep = Annotated[StatsRepository, Depends(get_stats)]

@@ -5,7 +5,7 @@ import logging
 from fastapi import FastAPI, Request, status
 from fastapi.responses import JSONResponse
 
-from shared.errors import (
+from shared.domain.errors import (
     DatabaseUnavailable,
     TaskAlreadyFinished,
     TaskNotFound,

@@ -1,6 +1,5 @@
 """Assembles the FastAPI application; `uvicorn api.main:app` serves it."""
 
-import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -9,11 +8,13 @@ from fastapi import FastAPI
 from api import errors
 from api.body_limit import BodyLimitMiddleware
 from api.metrics import MetricsMiddleware
-from api.routes import health, tasks
-from shared.broker import Publisher
-from shared.db import create_engine
+from api.routes import health, stats, tasks, workers
+from shared import __version__
+from shared.background.periodic import Supervisor
+from shared.background.relay import relay_loop
+from shared.db.engine import create_engine
 from shared.logs import configure_logging
-from shared.relay import run_relay
+from shared.messaging.publisher import Publisher
 from shared.settings import Settings, get_settings
 
 
@@ -26,23 +27,19 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.settings = settings
         app.state.engine = create_engine(settings)
         app.state.publisher = Publisher(settings)
-        relay: asyncio.Task[None] | None = None
+        loops = Supervisor()
         try:
             await app.state.publisher.start()
-            relay = asyncio.create_task(
-                run_relay(app.state.engine, app.state.publisher, settings), name="relay"
-            )
+            loops.start(relay_loop(app.state.engine, app.state.publisher, settings))
             yield
         finally:
-            if relay is not None:
-                relay.cancel()
-                await asyncio.gather(relay, return_exceptions=True)
+            await loops.stop()
             await app.state.publisher.close()
             await app.state.engine.dispose()
 
     app = FastAPI(
         title="Task service",
-        version="0.1.0",
+        version=__version__,
         summary="Durable asynchronous tasks on PostgreSQL and a RabbitMQ priority queue",
         lifespan=lifespan,
     )
@@ -50,7 +47,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(MetricsMiddleware)
     errors.install(app)
     app.include_router(health.router)
+    # Fixed paths under /api/v1/tasks before the ones that take a task id.
+    app.include_router(stats.router)
     app.include_router(tasks.router)
+    app.include_router(workers.router)
     return app
 
 

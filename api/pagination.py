@@ -7,8 +7,8 @@ from datetime import datetime
 
 from fastapi.exceptions import RequestValidationError
 
-from shared.models import TaskRecord
-from shared.repository import PagePosition
+from shared.db.tasks import PagePosition
+from shared.domain.records import TaskRecord
 
 
 def encode(task: TaskRecord) -> str:

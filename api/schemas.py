@@ -6,10 +6,11 @@ from typing import Any, Self
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from shared.enums import TaskPriority, TaskStatus
-from shared.kinds import DEFAULT_KIND, KIND_PARAMS, parse_params
-from shared.models import TaskRecord
-from shared.tables import DESCRIPTION_MAX_CHARS, KIND_MAX_CHARS, MAX_RETRIES, TITLE_MAX_CHARS
+from shared.db.tables import DESCRIPTION_MAX_CHARS, KIND_MAX_CHARS, MAX_RETRIES, TITLE_MAX_CHARS
+from shared.domain.enums import TaskPriority, TaskStatus, WorkerState
+from shared.domain.kinds import DEFAULT_KIND, KIND_PARAMS, parse_params
+from shared.domain.outcomes import contains_nul
+from shared.domain.records import TaskRecord
 
 # The schema's own ceiling; the running service also enforces its settings' lower one.
 MAX_TIMEOUT_SECONDS = 86_400
@@ -54,7 +55,7 @@ class TaskCreate(BaseModel):
     def _no_nul_characters(cls, data: Any) -> Any:
         # PostgreSQL text and JSONB cannot hold U+0000: refuse it here as a 422, anywhere in
         # the body, rather than let the INSERT fail with a 500.
-        if _contains_nul(data):
+        if contains_nul(data):
             raise ValueError("text must not contain the NUL character (\\u0000)")
         return data
 
@@ -70,16 +71,6 @@ class TaskCreate(BaseModel):
             raise ValueError(f"params do not fit kind {self.kind!r}: {problems}") from exc
         self.params = parsed.model_dump(exclude_none=True)
         return self
-
-
-def _contains_nul(value: Any) -> bool:
-    if isinstance(value, str):
-        return "\x00" in value
-    if isinstance(value, dict):
-        return any(_contains_nul(k) or _contains_nul(v) for k, v in value.items())
-    if isinstance(value, list):
-        return any(_contains_nul(item) for item in value)
-    return False
 
 
 class TaskOut(BaseModel):
@@ -137,3 +128,77 @@ class TaskList(BaseModel):
 
 class ErrorOut(BaseModel):
     detail: Any = Field(description="What went wrong: a message, or a list of validation errors")
+
+
+class TaskEventOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: int
+    at: datetime
+    from_status: TaskStatus | None = Field(description="null for the task's creation")
+    to_status: TaskStatus
+    attempt: int
+    worker_id: str | None = Field(description="null when the API made the change")
+    reason: str | None
+
+
+class TaskEventList(BaseModel):
+    items: list[TaskEventOut]
+
+
+class WorkerOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: str
+    hostname: str
+    pid: int
+    state: WorkerState
+    started_at: datetime
+    last_seen_at: datetime
+    stopped_at: datetime | None
+    prefetch: int
+    running: list[uuid.UUID] = Field(description="Tasks it runs now")
+    processed: int = Field(description="Attempts it finished, failed ones included")
+    failed: int = Field(description="Attempts that failed")
+
+
+class WorkerList(BaseModel):
+    items: list[WorkerOut]
+
+
+class Summary(BaseModel):
+    total: int
+    by_status: dict[TaskStatus, int] = Field(description="Every status, zeros included")
+    by_priority: dict[TaskPriority, int]
+
+
+class Throughput(BaseModel):
+    """Tasks finished per minute, averaged over the window."""
+
+    completed_per_minute: float
+    failed_per_minute: float
+
+
+class Stats(Summary):
+    throughput: dict[str, Throughput] = Field(description="Keyed by window: 1m, 5m, 15m")
+    duration_p50_seconds: float | None = Field(
+        description="Of tasks that COMPLETED or FAILED in the last 15 minutes: completed - started"
+    )
+    duration_p95_seconds: float | None
+    duration_max_seconds: float | None
+    queue_wait_p50_seconds: float | None = Field(description="Of the same tasks: started - created")
+    queue_wait_p95_seconds: float | None
+    queue_ready: int | None = Field(
+        description="Ready messages in the task queue; null: broker away"
+    )
+    queue_unacknowledged: int | None = Field(
+        description="Delivered, not yet acknowledged; null without BROKER_MANAGEMENT_URL"
+    )
+    dead_letters: int | None = Field(description="Messages in the dead-letter queue")
+    workers_online: int
+
+
+class ApiHealth(BaseModel):
+    status: str
+    version: str
+    time: datetime = Field(description="The server's clock, UTC")

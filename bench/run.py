@@ -28,7 +28,7 @@ import httpx
 
 from api import pagination
 from bench import bare
-from shared.broker import topology
+from shared.messaging.topology import topology
 from shared.settings import Settings
 from tests.support.databases import alembic, create_database, drop_database, plain_dsn
 from tests.support.processes import Process, free_port, start_api, start_worker, wait_ready

@@ -19,11 +19,11 @@ from urllib.parse import urlsplit
 import httpx
 from sqlalchemy import select
 
-from shared.broker import topology
-from shared.db import create_engine
-from shared.enums import TERMINAL_STATUSES
+from shared.db.engine import create_engine
+from shared.db.tables import tasks
+from shared.domain.enums import TERMINAL_STATUSES
+from shared.messaging.topology import topology
 from shared.settings import Settings
-from shared.tables import tasks
 from tests.support.databases import alembic, create_database, drop_database
 from tests.support.processes import Process, free_port, start_api, start_worker, wait_ready
 from tests.support.proxy import TcpProxy, through

@@ -1,0 +1,3 @@
+"""taskq: durable asynchronous tasks on PostgreSQL and RabbitMQ."""
+
+__version__ = "0.2.0"

@@ -36,6 +36,10 @@ class Settings(BaseSettings):
     # How often a process that lost the broker tries to reach it again.
     broker_retry_seconds: float = Field(2.0, gt=0, le=60)
 
+    # RabbitMQ's management API (e.g. http://guest:guest@127.0.0.1:15672), for the
+    # unacknowledged-message count in GET /api/v1/stats; empty: that count is null.
+    broker_management_url: str = ""
+
     # How often the relay looks for NEW tasks (stored, message not confirmed) to publish.
     relay_interval_seconds: float = Field(1.0, gt=0, le=60)
 

@@ -9,8 +9,9 @@ from worker.main import run_worker, worker_id
 
 def main() -> None:
     settings = get_settings()
-    configure_logging(settings, worker_id=worker_id())
-    uvloop.run(run_worker(settings))
+    identity = worker_id()
+    configure_logging(settings, worker_id=identity)
+    uvloop.run(run_worker(settings, identity))
 
 
 if __name__ == "__main__":

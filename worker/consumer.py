@@ -18,18 +18,25 @@ from aio_pika.exceptions import AMQPError
 from sqlalchemy.ext.asyncio import AsyncEngine
 from tenacity import AsyncRetrying, retry_if_exception_type, wait_exponential_jitter
 
-from shared import messages
-from shared import transitions as t
-from shared.backoff import backoff
-from shared.broker import Publisher
-from shared.db import connect
-from shared.errors import BrokerUnavailable, DatabaseUnavailable, MalformedMessage, TaskNotFound
+from shared.db.engine import connect
+from shared.db.tasks import TaskRepository
+from shared.domain import transitions as t
+from shared.domain.backoff import backoff
+from shared.domain.enums import TaskStatus
+from shared.domain.errors import (
+    BrokerUnavailable,
+    DatabaseUnavailable,
+    MalformedMessage,
+    TaskNotFound,
+)
+from shared.domain.records import TaskRecord
 from shared.logs import task_fields
-from shared.models import TaskRecord
-from shared.repository import TaskRepository
+from shared.messaging import messages
+from shared.messaging.publisher import Publisher
 from shared.settings import Settings
 from worker import metrics
 from worker.execution import Execution, Outcome
+from worker.heartbeat import WorkCounters
 
 log = logging.getLogger(__name__)
 
@@ -44,13 +51,17 @@ DB_RETRY_MAX_S = 5.0
 class Consumer:
     """Handles the deliveries of one worker; the broker's prefetch bounds how many at once."""
 
-    def __init__(self, engine: AsyncEngine, publisher: Publisher, settings: Settings) -> None:
+    def __init__(
+        self, engine: AsyncEngine, publisher: Publisher, settings: Settings, worker_id: str
+    ) -> None:
         self._engine = engine
         self._publisher = publisher
         self._settings = settings
+        self._worker_id = worker_id
         self._rng = random.Random()
         self.running: dict[uuid.UUID, Execution] = {}
         self.in_flight: set[asyncio.Task[None]] = set()
+        self.counters = WorkCounters()
 
     async def on_message(self, message: AbstractIncomingMessage) -> None:
         """aio-pika's callback: process the message in its own task and return at once."""
@@ -66,6 +77,7 @@ class Consumer:
         except MalformedMessage as exc:
             await self._dead_letter(message, str(exc))
             return
+        claimed_at = time.monotonic()
         task = await self._with_db(lambda repo: repo.claim(task_id, lease_s=self._lease_s))
         if task is None:
             await self._skip(message, task_id)
@@ -74,7 +86,7 @@ class Consumer:
         if task.started_at is not None:
             metrics.QUEUE_WAIT.observe((task.started_at - task.created_at).total_seconds())
         try:
-            outcome = await self._run(task)
+            outcome = await self._run(task, lease_deadline=claimed_at + self._lease_s)
         except asyncio.CancelledError:
             await self._hand_back(message, task)
             raise
@@ -84,8 +96,8 @@ class Consumer:
     def _lease_s(self) -> float:
         return self._settings.lease_seconds
 
-    async def _run(self, task: TaskRecord) -> Outcome:
-        execution = Execution(task, self._settings)
+    async def _run(self, task: TaskRecord, lease_deadline: float) -> Outcome:
+        execution = Execution(task, self._settings, lease_deadline)
         self.running[task.id] = execution
         started = time.perf_counter()
         try:
@@ -98,16 +110,23 @@ class Consumer:
     async def _record(
         self, message: AbstractIncomingMessage, task: TaskRecord, outcome: Outcome
     ) -> None:
-        if outcome.transition is t.FAIL and task.failed_attempts <= task.max_retries:
+        transition = outcome.transition
+        if transition is None:
+            # Given up with its lease: the reaper settles it once the lease has run out.
+            _say(task, None, "task %s: attempt %d given up", task.id, task.attempts)
+            await _settle(message.ack())
+            return
+        if transition is t.FAIL and task.failed_attempts <= task.max_retries:
             await self._retry(message, task, outcome.error or "")
             return
         finished = await self._with_db(
             lambda repo: repo.finish(
                 task.id,
-                transition=outcome.transition,
+                transition=transition,
                 attempt=task.attempts,
                 result=outcome.result,
                 error=outcome.error,
+                reason=outcome.reason,
             )
         )
         if finished is None:
@@ -121,6 +140,8 @@ class Consumer:
             )
         else:
             status = finished.status.value
+            self.counters.processed += 1
+            self.counters.failed += int(finished.status is TaskStatus.FAILED)
             metrics.FINISHED.labels(status.lower(), task.kind).inc()
             _say(task, status, "task %s %s (attempt %d)", task.id, status, task.attempts)
             log.debug("task %s result: %r", task.id, outcome.result)
@@ -130,16 +151,19 @@ class Consumer:
         """Back to PENDING, then a delayed message; if that publish fails, the original
         message is requeued instead and the retry simply comes sooner."""
         settings = self._settings
+        wait = backoff(
+            task.failed_attempts, settings.retry_base_seconds, settings.retry_max_seconds, self._rng
+        )
+        reason = f"retry in {wait.delay_s:.1f} s"
         retried = await self._with_db(
-            lambda repo: repo.retry(task.id, attempt=task.attempts, error=error)
+            lambda repo: repo.retry(task.id, attempt=task.attempts, error=error, reason=reason)
         )
         if retried is None:
             log.warning("task %s: attempt %d was superseded; retry dropped", task.id, task.attempts)
             await _settle(message.ack())
             return
-        wait = backoff(
-            task.failed_attempts, settings.retry_base_seconds, settings.retry_max_seconds, self._rng
-        )
+        self.counters.processed += 1
+        self.counters.failed += 1
         try:
             await self._publisher.publish_retry(task.id, task.priority, wait)
         except BrokerUnavailable as exc:
@@ -208,7 +232,7 @@ class Consumer:
 
     async def _with_db_once(self, work: Callable[[TaskRepository], Awaitable[T]]) -> T:
         async with connect(self._engine) as conn:
-            return await work(TaskRepository(conn))
+            return await work(TaskRepository(conn, worker_id=self._worker_id))
 
 
 def _say(

@@ -2,13 +2,15 @@
 
 import asyncio
 import logging
+import time
 import traceback
 from dataclasses import dataclass
 from typing import Any
 
-from shared import transitions as t
-from shared.kinds import parse_params
-from shared.models import TaskRecord
+from shared.domain import transitions as t
+from shared.domain.kinds import parse_params
+from shared.domain.outcomes import NUL_IN_RESULT, contains_nul, storable_error
+from shared.domain.records import TaskRecord
 from shared.settings import Settings
 from worker.context import TaskContext
 from worker.handlers import HANDLERS
@@ -28,23 +30,45 @@ class TaskTimedOut(Exception):
 
 @dataclass(frozen=True)
 class Outcome:
-    transition: t.Transition  # COMPLETE, FAIL or CANCEL_RUNNING
+    # COMPLETE, FAIL or CANCEL_RUNNING; None when the worker gave the attempt up because
+    # it could not keep its lease: then it records nothing, and the reaper takes over.
+    transition: t.Transition | None
     result: Any = None
     error: str | None = None
+    reason: str | None = None
+
+
+ABANDONED = Outcome(None)
 
 
 class Execution:
-    """A handler running for one attempt of a task; the cancel watcher can stop it."""
+    """A handler running for one attempt of a task; the heartbeat can stop it."""
 
-    def __init__(self, task: TaskRecord, settings: Settings) -> None:
+    def __init__(self, task: TaskRecord, settings: Settings, lease_deadline: float) -> None:
         self.task = task
         self.context = TaskContext(task_id=task.id, attempt=task.attempts, settings=settings)
+        # time.monotonic() by which the lease must be renewed, or the attempt given up.
+        self.lease_deadline = lease_deadline
+        self._abandoned = False
         self._handler = asyncio.create_task(self._call_handler(), name=f"handler-{task.id}")
 
     def cancel(self) -> None:
         """Stop the handler because the API asked to cancel the task."""
         self.context.request_cancel()
         self._handler.cancel()
+
+    def abandon(self) -> None:
+        """Stop the handler because its lease is lost (or about to be): another worker may
+        run the task next, so this attempt must neither go on nor record anything."""
+        self._abandoned = True
+        self._handler.cancel()
+
+    @property
+    def abandoned(self) -> bool:
+        return self._abandoned
+
+    def lease_expiring(self, margin_s: float) -> bool:
+        return time.monotonic() >= self.lease_deadline - margin_s
 
     async def outcome(self) -> Outcome:
         """Wait for the handler. If this wait itself is cancelled, the handler is too."""
@@ -54,15 +78,20 @@ class Execution:
             self._handler.cancel()
             raise
         if self._handler.cancelled():
+            if self._abandoned:
+                return ABANDONED
             if self.context.cancel_requested:
                 return Outcome(t.CANCEL_RUNNING)
             raise asyncio.CancelledError
         exc = self._handler.exception()
         if isinstance(exc, TaskTimedOut):
-            return Outcome(t.FAIL, error=TIMEOUT_ERROR)
+            return Outcome(t.FAIL, error=TIMEOUT_ERROR, reason=TIMEOUT_ERROR)
         if exc is not None:
-            return Outcome(t.FAIL, error=describe(exc))
-        return Outcome(t.COMPLETE, result=self._handler.result())
+            return Outcome(t.FAIL, error=storable_error(describe(exc)))
+        result = self._handler.result()
+        if contains_nul(result):
+            return Outcome(t.FAIL, error=NUL_IN_RESULT, reason="result not storable")
+        return Outcome(t.COMPLETE, result=result)
 
     async def _call_handler(self) -> Any:
         params = parse_params(self.task.kind, self.task.params)

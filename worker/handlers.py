@@ -10,7 +10,7 @@ import random
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from shared.kinds import KIND_PARAMS, FailParams, FlakyParams, SimulateParams
+from shared.domain.kinds import KIND_PARAMS, FailParams, FlakyParams, SimulateParams
 from worker.context import TaskContext
 
 Handler = Callable[[TaskContext, Any], Awaitable[Any]]

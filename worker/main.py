@@ -4,37 +4,61 @@ import asyncio
 import contextlib
 import logging
 import os
+import secrets
 import signal
 import socket
 
 import prometheus_client
 from aio_pika.abc import AbstractQueue
+from sqlalchemy.ext.asyncio import AsyncEngine
+from tenacity import AsyncRetrying, retry_if_exception_type, wait_exponential_jitter
 
-from shared import broker
-from shared.broker import Publisher, declare_topology
-from shared.db import create_engine
-from shared.relay import run_relay
+from shared.background.periodic import Supervisor
+from shared.background.relay import relay_loop
+from shared.db.engine import connect, create_engine
+from shared.db.workers import WorkerIdentity, WorkerRepository
+from shared.domain.errors import DatabaseUnavailable
+from shared.messaging import publisher as broker
+from shared.messaging.publisher import Publisher
+from shared.messaging.topology import declare_topology
 from shared.settings import Settings
 from worker.consumer import Consumer
-from worker.heartbeat import run_heartbeat
-from worker.reaper import run_reaper
+from worker.heartbeat import Heartbeat
+from worker.reaper import reaper_loop
 
 log = logging.getLogger(__name__)
 
 
 def worker_id() -> str:
-    """Which worker wrote a log line: host (the container, under compose) and process."""
-    return f"{socket.gethostname()}-{os.getpid()}"
+    """Unique per process, readable in logs: host (the container, under compose), process
+    id, and a random suffix, since a pid is reused once its process is gone."""
+    return f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
 
 
-async def run_worker(settings: Settings) -> None:
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
+def serve_metrics(port: int) -> None:
+    """Serve /metrics on `port`; a taken port costs this worker its metrics, not its work."""
+    if not port:
+        return
+    try:
+        prometheus_client.start_http_server(port)
+    except OSError as exc:
+        log.warning(
+            "metrics off: port %d is taken (%s); give each worker on this host its own "
+            "WORKER_METRICS_PORT to scrape them all",
+            port,
+            exc.strerror,
+        )
 
-    if settings.worker_metrics_port:
-        prometheus_client.start_http_server(settings.worker_metrics_port)
+
+async def run_worker(settings: Settings, identity: str, stop: asyncio.Event | None = None) -> None:
+    """Run one worker until `stop` is set (by SIGTERM or SIGINT when none is given)."""
+    if stop is None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+
+    serve_metrics(settings.worker_metrics_port)
     # A worker needs a connection per running task plus one each for its heartbeat, reaper
     # and relay; DB_POOL_SIZE is sized for the API, and N workers x 20 would exhaust
     # PostgreSQL's max_connections long before N workers are busy.
@@ -43,13 +67,16 @@ async def run_worker(settings: Settings) -> None:
     # advises: flow control on publishers then never slows down consuming.
     publisher = Publisher(settings)
     await publisher.start()
-    consumer = Consumer(engine, publisher, settings)
+    consumer = Consumer(engine, publisher, settings, identity)
+    heartbeat = Heartbeat(engine, settings, identity, consumer.running, consumer.counters)
+    await _register(engine, settings, identity, heartbeat.period_s)
     connection = await broker.connect(settings)
-    background = [
-        asyncio.create_task(run_heartbeat(engine, consumer.running, settings)),
-        asyncio.create_task(run_reaper(engine, publisher, settings)),
-        asyncio.create_task(run_relay(engine, publisher, settings)),
-    ]
+    loops = Supervisor()
+    loops.start(
+        heartbeat.loop(),
+        reaper_loop(engine, publisher, settings, identity),
+        relay_loop(engine, publisher, settings, identity),
+    )
     try:
         channel = await connection.channel()
         await channel.set_qos(prefetch_count=settings.worker_prefetch)
@@ -58,13 +85,46 @@ async def run_worker(settings: Settings) -> None:
         log.info("worker consuming %r (prefetch %d)", settings.queue_name, settings.worker_prefetch)
         await stop.wait()
         await _shut_down(queue, consumer_tag, consumer, settings)
+        await _deregister(engine, identity, consumer)
     finally:
-        for task in background:
-            task.cancel()
-        await asyncio.gather(*background, return_exceptions=True)
+        await loops.stop()
         await connection.close()
         await publisher.close()
         await engine.dispose()
+
+
+async def _register(engine: AsyncEngine, settings: Settings, identity: str, beat_s: float) -> None:
+    """Put this worker in the registry; wait for the database if it is away."""
+    row = WorkerIdentity(
+        id=identity,
+        hostname=socket.gethostname(),
+        pid=os.getpid(),
+        queue=settings.queue_name,
+        prefetch=settings.worker_prefetch,
+        heartbeat_seconds=beat_s,
+    )
+    retrying = AsyncRetrying(
+        retry=retry_if_exception_type(DatabaseUnavailable),
+        wait=wait_exponential_jitter(initial=0.2, max=5),
+        before_sleep=lambda state: log.warning("database unavailable; cannot register yet"),
+    )
+    async for attempt in retrying:
+        with attempt:
+            async with connect(engine) as conn:
+                await WorkerRepository(conn).register(row)
+
+
+async def _deregister(engine: AsyncEngine, identity: str, consumer: Consumer) -> None:
+    """Mark this worker stopped, with its last counts; if the database is away, its row
+    simply goes offline."""
+    counters = consumer.counters
+    try:
+        async with connect(engine) as conn:
+            await WorkerRepository(conn).stopped(
+                identity, processed=counters.processed, failed=counters.failed
+            )
+    except DatabaseUnavailable:
+        log.warning("could not mark this worker stopped: database unavailable")
 
 
 async def _shut_down(

@@ -1,50 +1,45 @@
 """The reaper: settles running tasks whose lease expired, because their worker died.
 
-Such a task goes back to NEW (the relay publishes it again and the next claim counts a new
-attempt), unless it was cancelled meanwhile (CANCELLED) or its workers keep dying (FAILED,
-"worker lost"; its message goes to the dead-letter queue). Every move is fenced on the
-attempt and the expired lease, so a worker that renews in time wins.
+What becomes of each is `shared.domain.reaping.verdict`: back to NEW (the relay publishes
+it again and the next claim counts a new attempt), CANCELLED if cancellation was asked, or
+FAILED "worker lost" when its workers keep dying (its id also goes to the dead-letter
+queue). Every move is fenced on the attempt and the expired lease, so a worker that renews
+in time wins. The reaper never publishes a task itself: the relay is the one publisher of
+recovered work, so a failed publish here can never strand a task.
 """
 
-import asyncio
 import logging
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from shared import messages
-from shared import transitions as t
-from shared.broker import Publisher
-from shared.db import connect
-from shared.errors import BrokerUnavailable, DatabaseUnavailable
+from shared.background.periodic import Loop
+from shared.db.engine import connect
+from shared.db.tasks import TaskRepository
+from shared.domain import transitions as t
+from shared.domain.errors import BrokerUnavailable
+from shared.domain.reaping import WORKER_LOST, verdict
+from shared.domain.records import TaskRecord
 from shared.logs import task_fields
-from shared.models import TaskRecord
-from shared.repository import TaskRepository
+from shared.messaging import messages
+from shared.messaging.publisher import Publisher
 from shared.settings import Settings
 from worker import metrics
 
 log = logging.getLogger(__name__)
 
-WORKER_LOST = "worker lost"
 BATCH_SIZE = 100
 
 
-def verdict(task: TaskRecord, max_deliveries: int) -> t.Transition:
-    """What becomes of a task whose worker died."""
-    if task.cancel_requested:
-        return t.CANCEL_RUNNING
-    if task.lost_attempts + 1 >= max_deliveries:
-        return t.FAIL
-    return t.LOSE
-
-
-async def reap_once(engine: AsyncEngine, publisher: Publisher, settings: Settings) -> int:
+async def reap_once(
+    engine: AsyncEngine, publisher: Publisher, settings: Settings, worker_id: str | None = None
+) -> int:
     async with connect(engine) as conn:
-        repo = TaskRepository(conn)
+        repo = TaskRepository(conn, worker_id=worker_id)
         reaped = 0
         for task in await repo.expired_leases(limit=BATCH_SIZE):
             transition = verdict(task, settings.max_deliveries)
-            error = WORKER_LOST if transition is t.FAIL else None
-            if await repo.reap(task, transition=transition, error=error) is None:
+            reason = WORKER_LOST if transition is t.FAIL else None
+            if await repo.reap(task, transition=transition, reason=reason) is None:
                 continue  # its worker renewed the lease after all, or another reaper won
             reaped += 1
             status = transition.target.value
@@ -69,10 +64,10 @@ async def _dead_letter(publisher: Publisher, task: TaskRecord) -> None:
         log.warning("task %s: could not dead-letter: %s", task.id, exc)
 
 
-async def run_reaper(engine: AsyncEngine, publisher: Publisher, settings: Settings) -> None:
-    while True:
-        await asyncio.sleep(settings.lease_seconds / 2)
-        try:
-            await reap_once(engine, publisher, settings)
-        except DatabaseUnavailable:
-            log.warning("reaper paused: database unavailable")
+def reaper_loop(
+    engine: AsyncEngine, publisher: Publisher, settings: Settings, worker_id: str
+) -> Loop:
+    async def step() -> bool:
+        return await reap_once(engine, publisher, settings, worker_id) == BATCH_SIZE
+
+    return Loop("reaper", settings.lease_seconds / 2, step)

@@ -1,13 +1,16 @@
 """Liveness and readiness, for orchestrators and load balancers."""
 
+from datetime import UTC, datetime
+
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse, Response
 
 from api.deps import EngineDep, PublisherDep
 from api.metrics import metrics_response
-from api.schemas import ErrorOut
-from shared.db import ping
-from shared.errors import DatabaseUnavailable
+from api.schemas import ApiHealth, ErrorOut
+from shared import __version__
+from shared.db.engine import ping
+from shared.domain.errors import DatabaseUnavailable
 
 router = APIRouter(tags=["health"])
 
@@ -16,6 +19,12 @@ router = APIRouter(tags=["health"])
 async def health() -> dict[str, str]:
     """The process answers. Checks no dependency, so a database outage never restarts it."""
     return {"status": "ok"}
+
+
+@router.get("/api/v1/health")
+async def api_health() -> ApiHealth:
+    """Like /health, with the service version and the server's clock."""
+    return ApiHealth(status="ok", version=__version__, time=datetime.now(UTC))
 
 
 @router.get("/metrics", include_in_schema=False)

@@ -5,10 +5,21 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Response, status
 
-from api import pagination, submission
-from api.deps import EngineDep, PublisherDep, RepositoryDep, SettingsDep
-from api.schemas import ErrorOut, TaskCreate, TaskList, TaskOut, TaskStatusOut
-from shared.enums import TaskPriority, TaskStatus
+from api import pagination
+from api.deps import EngineDep, EventsDep, PublisherDep, RepositoryDep, SettingsDep
+from api.metrics import TASKS_CREATED
+from api.schemas import (
+    ErrorOut,
+    TaskCreate,
+    TaskEventList,
+    TaskEventOut,
+    TaskList,
+    TaskOut,
+    TaskStatusOut,
+)
+from shared.domain.enums import TaskPriority, TaskStatus
+from shared.domain.records import NewTask
+from shared.services.submit import submit
 
 router = APIRouter(prefix="/api/v1/tasks", tags=["tasks"])
 
@@ -37,7 +48,17 @@ async def create_task(
     settings: SettingsDep,
 ) -> TaskOut:
     """Store a task and queue it. Status PENDING once queued, NEW if the broker is unreachable."""
-    task = await submission.submit(engine, publisher, body, settings)
+    new = NewTask(
+        title=body.title,
+        description=body.description,
+        priority=body.priority,
+        kind=body.kind,
+        params=body.params,
+        max_retries=body.max_retries,
+        timeout_seconds=body.timeout_seconds,
+    )
+    task = await submit(engine, publisher, settings, new)
+    TASKS_CREATED.labels(task.priority.value).inc()
     response.headers["Location"] = f"{router.prefix}/{task.id}"
     return TaskOut.model_validate(task)
 
@@ -82,6 +103,17 @@ async def get_task(task_id: uuid.UUID, repo: RepositoryDep) -> TaskOut:
 @router.get("/{task_id}/status", responses={**NOT_FOUND, **ERRORS})
 async def get_task_status(task_id: uuid.UUID, repo: RepositoryDep) -> TaskStatusOut:
     return TaskStatusOut.of(await repo.get(task_id))
+
+
+@router.get("/{task_id}/events", responses={**NOT_FOUND, **ERRORS})
+async def get_task_events(
+    task_id: uuid.UUID, repo: RepositoryDep, events: EventsDep
+) -> TaskEventList:
+    """The task's history, oldest first: its creation and every change of its status."""
+    await repo.get(task_id)  # 404 for an unknown task, not an empty history
+    return TaskEventList(
+        items=[TaskEventOut.model_validate(e) for e in await events.of_task(task_id)]
+    )
 
 
 @router.delete(

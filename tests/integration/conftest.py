@@ -12,9 +12,9 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from api.main import create_app
-from shared.broker import declare_topology, topology
-from shared.db import create_engine
-from shared.repository import TaskRepository
+from shared.db.engine import create_engine
+from shared.db.tasks import TaskRepository
+from shared.messaging.topology import declare_topology, topology
 from shared.settings import Settings
 from tests.support.processes import Process, StartWorker, start_worker
 from tests.support.proxy import TcpProxy
@@ -49,7 +49,7 @@ async def channel(amqp: AbstractConnection) -> AsyncIterator[AbstractChannel]:
 async def clean_state(engine: AsyncEngine, channel: AbstractChannel, settings: Settings) -> None:
     """Every test starts with no tasks and empty queues."""
     async with engine.connect() as conn:
-        await conn.execute(text("TRUNCATE tasks"))
+        await conn.execute(text("TRUNCATE tasks, task_events, task_counts, workers"))
     await declare_topology(channel, settings)
     for spec in topology(settings):
         await (await channel.get_queue(spec.name)).purge()

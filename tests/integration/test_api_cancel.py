@@ -4,14 +4,9 @@ import uuid
 
 import httpx
 
-from shared import transitions as t
-from shared.repository import TaskRepository
-
-URL = "/api/v1/tasks"
-
-
-async def create(client: httpx.AsyncClient) -> uuid.UUID:
-    return uuid.UUID((await client.post(URL, json={"title": "t"})).json()["id"])
+from shared.db.tasks import TaskRepository
+from shared.domain import transitions as t
+from tests.support.tasks import URL, create
 
 
 async def test_queued_task_is_cancelled_at_once(client: httpx.AsyncClient) -> None:

@@ -11,8 +11,8 @@ import pytest
 from aio_pika.abc import AbstractChannel
 
 from api.main import create_app
-from shared.enums import TaskPriority
-from shared.repository import TaskRepository
+from shared.db.tasks import TaskRepository
+from shared.domain.enums import TaskPriority
 from shared.settings import Settings
 
 URL = "/api/v1/tasks"

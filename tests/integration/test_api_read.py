@@ -7,20 +7,13 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from shared import transitions as t
-from shared.repository import TaskRepository
-
-URL = "/api/v1/tasks"
-
-
-async def create(client: httpx.AsyncClient, title: str, priority: str = "MEDIUM") -> str:
-    response = await client.post(URL, json={"title": title, "priority": priority})
-    assert response.status_code == 201
-    return str(response.json()["id"])
+from shared.db.tasks import TaskRepository
+from shared.domain import transitions as t
+from tests.support.tasks import URL, create
 
 
 async def test_list_is_newest_first_with_total_limit_and_offset(client: httpx.AsyncClient) -> None:
-    ids = [await create(client, f"task {n}") for n in range(5)]
+    ids = [str(await create(client, title=f"task {n}")) for n in range(5)]
 
     first = (await client.get(URL, params={"limit": 2})).json()
     second = (await client.get(URL, params={"limit": 2, "offset": 2})).json()
@@ -34,9 +27,9 @@ async def test_list_is_newest_first_with_total_limit_and_offset(client: httpx.As
 async def test_list_filters_by_several_statuses_and_priorities(
     client: httpx.AsyncClient, repo: TaskRepository
 ) -> None:
-    low = await create(client, "low", "LOW")
-    high = await create(client, "high", "HIGH")
-    running_high = await create(client, "running", "HIGH")
+    low = str(await create(client, title="low", priority="LOW"))
+    high = str(await create(client, title="high", priority="HIGH"))
+    running_high = str(await create(client, title="running", priority="HIGH"))
     await repo.claim(uuid.UUID(running_high), lease_s=30)
 
     by_priority = (await client.get(URL, params={"priority": ["HIGH", "LOW"]})).json()
@@ -68,7 +61,7 @@ async def test_bad_list_parameters_are_refused_with_422(
 
 
 async def test_get_returns_every_field(client: httpx.AsyncClient) -> None:
-    task_id = await create(client, "one")
+    task_id = str(await create(client, title="one"))
 
     body = (await client.get(f"{URL}/{task_id}")).json()
 
@@ -109,7 +102,7 @@ async def test_unknown_id_is_404_and_malformed_id_is_422(
 async def test_status_reports_duration_once_started_and_finished(
     client: httpx.AsyncClient, repo: TaskRepository
 ) -> None:
-    task_id = uuid.UUID(await create(client, "timed"))
+    task_id = await create(client, title="timed")
     before = (await client.get(f"{URL}/{task_id}/status")).json()
     claimed = await repo.claim(task_id, lease_s=30)
     assert claimed is not None
@@ -131,7 +124,7 @@ async def test_status_reports_duration_once_started_and_finished(
 
 
 async def test_cursor_pages_walk_the_same_list_as_offsets(client: httpx.AsyncClient) -> None:
-    ids = [await create(client, f"task {n}") for n in range(7)]
+    ids = [str(await create(client, title=f"task {n}")) for n in range(7)]
 
     walked, cursor = [], None
     while True:

@@ -13,8 +13,8 @@ import httpx
 from aio_pika.abc import AbstractChannel
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from shared.enums import TaskStatus
-from shared.models import TaskRecord
+from shared.domain.enums import TaskStatus
+from shared.domain.records import TaskRecord
 from shared.settings import Settings
 from tests.integration.conftest import api_client
 from tests.support.processes import StartWorker

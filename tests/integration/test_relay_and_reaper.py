@@ -8,28 +8,24 @@ from aio_pika.abc import AbstractChannel
 from sqlalchemy import update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from shared import messages
-from shared.broker import DEAD_LETTER_REASON_HEADER, Publisher
-from shared.enums import TaskPriority, TaskStatus
-from shared.relay import relay_once
-from shared.repository import TaskRepository
+from shared.background.relay import relay_once
+from shared.db.tables import tasks
+from shared.db.tasks import TaskRepository
+from shared.domain.enums import TaskPriority, TaskStatus
+from shared.domain.reaping import WORKER_LOST
+from shared.messaging import messages
+from shared.messaging.publisher import Publisher
+from shared.messaging.topology import DEAD_LETTER_REASON_HEADER
 from shared.settings import Settings
-from shared.tables import tasks
-from worker.reaper import WORKER_LOST, reap_once
+from tests.support.tasks import make_task
+from worker.reaper import reap_once
 
 
 async def stored_new(repo: TaskRepository, engine: AsyncEngine, count: int) -> list[uuid.UUID]:
     """NEW tasks as the API leaves them when the broker is down, aged past the relay's grace."""
     ids = []
     for _ in range(count):
-        task = await repo.create(
-            title="t",
-            description="",
-            priority=TaskPriority.LOW,
-            kind="simulate",
-            params={},
-            timeout_seconds=60,
-        )
+        task = await make_task(repo, priority=TaskPriority.LOW)
         ids.append(task.id)
     async with engine.connect() as conn:
         await conn.execute(

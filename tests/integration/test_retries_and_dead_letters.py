@@ -11,8 +11,8 @@ import pytest
 from aio_pika.abc import AbstractChannel
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from shared.broker import DEAD_LETTER_REASON_HEADER
-from shared.enums import TaskStatus
+from shared.domain.enums import TaskStatus
+from shared.messaging.topology import DEAD_LETTER_REASON_HEADER
 from shared.settings import Settings
 from tests.support.processes import StartWorker
 from tests.support.tasks import create, wait_all_terminal

@@ -5,21 +5,11 @@ import uuid
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from shared import transitions as t
-from shared.enums import TaskPriority, TaskStatus
-from shared.models import TaskRecord
-from shared.repository import TaskRepository
-
-
-async def new_task(repo: TaskRepository) -> TaskRecord:
-    return await repo.create(
-        title="race",
-        description="",
-        priority=TaskPriority.MEDIUM,
-        kind="simulate",
-        params={},
-        timeout_seconds=60,
-    )
+from shared.db.tasks import TaskRepository
+from shared.domain import transitions as t
+from shared.domain.enums import TaskStatus
+from shared.domain.records import TaskRecord
+from tests.support.tasks import make_task
 
 
 async def on_own_connection(engine: AsyncEngine, task_id: uuid.UUID) -> TaskRecord | None:
@@ -30,7 +20,7 @@ async def on_own_connection(engine: AsyncEngine, task_id: uuid.UUID) -> TaskReco
 async def test_concurrent_claims_start_a_task_exactly_once(
     engine: AsyncEngine, repo: TaskRepository
 ) -> None:
-    task = await new_task(repo)
+    task = await make_task(repo)
 
     claims = await asyncio.gather(*(on_own_connection(engine, task.id) for _ in range(10)))
 
@@ -41,7 +31,7 @@ async def test_concurrent_claims_start_a_task_exactly_once(
 
 
 async def test_publish_after_a_claim_does_not_move_the_task_back(repo: TaskRepository) -> None:
-    task = await new_task(repo)
+    task = await make_task(repo)
     await repo.claim(task.id, lease_s=30)
 
     assert await repo.mark_published(task.id) is None
@@ -49,7 +39,7 @@ async def test_publish_after_a_claim_does_not_move_the_task_back(repo: TaskRepos
 
 
 async def test_a_task_cannot_finish_twice(repo: TaskRepository) -> None:
-    task = await new_task(repo)
+    task = await make_task(repo)
     claimed = await repo.claim(task.id, lease_s=30)
     assert claimed is not None
 
@@ -62,7 +52,7 @@ async def test_a_task_cannot_finish_twice(repo: TaskRepository) -> None:
 
 
 async def test_a_stale_attempt_cannot_record_its_outcome(repo: TaskRepository) -> None:
-    task = await new_task(repo)
+    task = await make_task(repo)
     await repo.claim(task.id, lease_s=30)
 
     assert await repo.finish(task.id, transition=t.COMPLETE, attempt=0) is None
@@ -73,7 +63,7 @@ async def test_cancel_racing_claims_leaves_one_consistent_outcome(
     engine: AsyncEngine, repo: TaskRepository
 ) -> None:
     for _ in range(20):
-        task = await new_task(repo)
+        task = await make_task(repo)
 
         async def cancel(task_id: uuid.UUID = task.id) -> TaskRecord:
             async with engine.connect() as conn:

@@ -9,9 +9,9 @@ import httpx
 from aio_pika.abc import AbstractChannel
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from shared.broker import task_message
-from shared.enums import TaskPriority, TaskStatus
-from shared.models import TaskRecord
+from shared.domain.enums import TaskPriority, TaskStatus
+from shared.domain.records import TaskRecord
+from shared.messaging.messages import task_message
 from shared.settings import Settings
 from tests.support.processes import StartWorker
 from tests.support.tasks import (

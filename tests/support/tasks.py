@@ -1,4 +1,5 @@
-"""Helpers the worker tests share: creating tasks and waiting on their state."""
+"""Test objects and waits the tests share: tasks made through the API or straight in the
+database, and waiting on their state."""
 
 import uuid
 from collections.abc import Callable
@@ -9,9 +10,10 @@ from aio_pika.abc import AbstractChannel
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from shared.enums import TERMINAL_STATUSES
-from shared.models import TaskRecord
-from shared.tables import tasks
+from shared.db.tables import tasks
+from shared.db.tasks import TaskRepository
+from shared.domain.enums import TERMINAL_STATUSES, TaskPriority
+from shared.domain.records import NewTask, TaskRecord
 from tests.support.processes import Process
 from tests.support.waiting import wait_until
 
@@ -19,9 +21,28 @@ URL = "/api/v1/tasks"
 
 
 async def create(client: httpx.AsyncClient, **body: Any) -> uuid.UUID:
+    """A task made through the API; `body` overrides the defaults."""
     response = await client.post(URL, json={"title": "t", **body})
     assert response.status_code == 201, response.text
     return uuid.UUID(response.json()["id"])
+
+
+def new_task(**overrides: Any) -> NewTask:
+    fields: dict[str, Any] = {
+        "title": "t",
+        "description": "",
+        "priority": TaskPriority.MEDIUM,
+        "kind": "simulate",
+        "params": {},
+        "max_retries": 0,
+        "timeout_seconds": 60,
+    }
+    return NewTask(**{**fields, **overrides})
+
+
+async def make_task(repo: TaskRepository, **overrides: Any) -> TaskRecord:
+    """A NEW task stored through the repository (the write path), as the API stores it."""
+    return await repo.create(new_task(**overrides))
 
 
 async def all_tasks(engine: AsyncEngine) -> list[TaskRecord]:

@@ -30,7 +30,7 @@ def test_long_tracebacks_are_trimmed_keeping_the_innermost_frames() -> None:
 
 
 def test_duration_needs_both_start_and_end() -> None:
-    from shared.models import TaskRecord
+    from shared.domain.records import TaskRecord
 
     started = datetime(2026, 1, 1, tzinfo=UTC)
     fields: dict[str, Any] = dict(

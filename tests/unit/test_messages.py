@@ -2,10 +2,11 @@ import uuid
 
 import pytest
 
-from shared import messages
-from shared.broker import MAX_PRIORITY, task_message, topology
-from shared.enums import TaskPriority
-from shared.errors import MalformedMessage
+from shared.domain.enums import TaskPriority
+from shared.domain.errors import MalformedMessage
+from shared.messaging import messages
+from shared.messaging.messages import task_message
+from shared.messaging.topology import MAX_PRIORITY, topology
 from shared.settings import Settings
 
 

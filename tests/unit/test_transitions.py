@@ -1,5 +1,5 @@
-from shared import transitions as t
-from shared.enums import TERMINAL_STATUSES, TaskStatus
+from shared.domain import transitions as t
+from shared.domain.enums import TERMINAL_STATUSES, TaskStatus
 
 
 def test_no_transition_leaves_a_terminal_status() -> None:

@@ -2,7 +2,7 @@ import pytest
 from pydantic import ValidationError
 
 from api.schemas import TaskCreate
-from shared.kinds import UnknownKind, parse_params
+from shared.domain.kinds import UnknownKind, parse_params
 from shared.settings import Settings
 
 

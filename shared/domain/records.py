@@ -1,4 +1,4 @@
-"""What a task row looks like once read: the value the repository hands to the API and worker."""
+"""What rows look like once read: the values the repositories hand to the API and worker."""
 
 import uuid
 from dataclasses import dataclass
@@ -7,7 +7,7 @@ from typing import Any
 
 from sqlalchemy import RowMapping
 
-from shared.enums import TaskPriority, TaskStatus
+from shared.domain.enums import TaskPriority, TaskStatus, WorkerState
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,6 +27,7 @@ class TaskRecord:
     timeout_seconds: int
     lost_attempts: int
     lease_expires_at: datetime | None
+    worker_id: str | None
     created_at: datetime
     updated_at: datetime
     started_at: datetime | None
@@ -57,3 +58,54 @@ class TaskPage:
     items: list[TaskRecord]
     total: int
     total_is_exact: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class NewTask:
+    """What a client asks for; the service fills in the rest."""
+
+    title: str
+    description: str
+    priority: TaskPriority
+    kind: str
+    params: dict[str, Any]
+    max_retries: int
+    timeout_seconds: int | None  # None: the service's default
+
+
+@dataclass(frozen=True, slots=True)
+class TaskEvent:
+    """One row of a task's history: its creation, or one transition."""
+
+    id: int
+    task_id: uuid.UUID
+    at: datetime
+    from_status: TaskStatus | None
+    to_status: TaskStatus
+    attempt: int
+    worker_id: str | None
+    reason: str | None
+
+    @classmethod
+    def from_row(cls, row: RowMapping) -> "TaskEvent":
+        values = dict(row)
+        values["from_status"] = values["from_status"] and TaskStatus(values["from_status"])
+        values["to_status"] = TaskStatus(values["to_status"])
+        return cls(**values)
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerRecord:
+    id: str
+    hostname: str
+    pid: int
+    queue: str
+    prefetch: int
+    heartbeat_seconds: float
+    started_at: datetime
+    last_seen_at: datetime
+    stopped_at: datetime | None
+    processed: int
+    failed: int
+    state: WorkerState
+    running: list[uuid.UUID]

@@ -3,7 +3,10 @@
 import json
 import uuid
 
-from shared.errors import MalformedMessage
+import aio_pika
+
+from shared.domain.enums import TaskPriority
+from shared.domain.errors import MalformedMessage
 
 CONTENT_TYPE = "application/json"
 
@@ -24,3 +27,17 @@ def decode(body: bytes) -> uuid.UUID:
         return uuid.UUID(str(payload["task_id"]))
     except ValueError as exc:
         raise MalformedMessage("task_id is not a UUID") from exc
+
+
+def task_message(
+    task_id: uuid.UUID, priority: TaskPriority, *, expiration_s: float | None = None
+) -> aio_pika.Message:
+    """A persistent message naming the task, at the broker priority of `priority`."""
+    return aio_pika.Message(
+        encode(task_id),
+        content_type=CONTENT_TYPE,
+        delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+        priority=priority.broker_priority,
+        message_id=str(task_id),
+        expiration=expiration_s,
+    )

@@ -1,4 +1,8 @@
-"""All SQL of the service. Every status change is one guarded UPDATE ... RETURNING."""
+"""The tasks aggregate: reading tasks, and every change of their status.
+
+Each change goes through `shared.db.write_path`, which writes the history row and moves
+the counters in the same statement as the guarded UPDATE.
+"""
 
 import uuid
 from collections.abc import Collection, Iterable
@@ -8,73 +12,75 @@ from typing import Any
 from sqlalchemy import (
     ColumnElement,
     Interval,
+    Select,
     Text,
-    Update,
     bindparam,
-    case,
     func,
     literal,
     select,
     text,
     tuple_,
-    update,
 )
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from shared import transitions as t
-from shared.db import translate_unavailable
-from shared.enums import TaskPriority, TaskStatus
-from shared.errors import TaskAlreadyFinished, TaskNotFound
-from shared.models import TaskPage, TaskRecord
-from shared.tables import tasks
+from shared.db.engine import translate_unavailable
+from shared.db.tables import tasks
+from shared.db.write_path import ACTOR, NEW_TASK_FIELDS, creation, transition
+from shared.domain import transitions as t
+from shared.domain.enums import TaskPriority, TaskStatus
+from shared.domain.errors import TaskAlreadyFinished, TaskNotFound
+from shared.domain.records import NewTask, TaskPage, TaskRecord
 
-
-def _values(statuses: Iterable[TaskStatus]) -> list[str]:
-    return sorted(status.value for status in statuses)
-
-
-def _guarded(transition: t.Transition, *conditions: ColumnElement[bool], **values: Any) -> Update:
-    """The one statement a transition is: UPDATE ... WHERE status IN (sources) RETURNING."""
-    return (
-        update(tasks)
-        .where(
-            tasks.c.id == bindparam("task_id"),
-            tasks.c.status.in_(_values(transition.sources)),
-            *conditions,
-        )
-        .values(status=transition.target.value, updated_at=func.now(), **values)
-        .returning(*tasks.c)
-    )
-
-
-# The hot statements are built once, with bind parameters: building a Core statement costs
+# The statements are built once, with bind parameters: building a Core statement costs
 # more CPU than sending it (the worker's profile: 40 % of a claim), executing one does not.
 _LEASE_END = func.now() + bindparam("lease", type_=Interval())
 _FENCED = tasks.c.attempts == bindparam("attempt")
-_INSERT = tasks.insert().returning(*tasks.c)
+_ERROR = bindparam("error", type_=Text())
+_CREATE = creation()
 _GET = select(tasks).where(tasks.c.id == bindparam("task_id"))
-_PUBLISH = _guarded(t.PUBLISH)
-_CLAIM = _guarded(
+_PUBLISH = transition(t.PUBLISH)
+_CLAIM = transition(
     t.CLAIM,
     ~tasks.c.cancel_requested,
     started_at=func.now(),
     attempts=tasks.c.attempts + 1,
     lease_expires_at=_LEASE_END,
+    worker_id=ACTOR,
 )
 _FINISH = {
-    transition: _guarded(
-        transition,
+    move: transition(
+        move,
         _FENCED,
         completed_at=func.now(),
         result=bindparam("result", type_=JSONB(none_as_null=True)),
-        error=bindparam("error", type_=Text()),
+        error=_ERROR,
         lease_expires_at=None,
     )
-    for transition in (t.COMPLETE, t.FAIL, t.CANCEL_RUNNING)
+    for move in (t.COMPLETE, t.FAIL, t.CANCEL_RUNNING)
 }
-_RETRY = _guarded(t.RETRY, _FENCED, error=bindparam("error", type_=Text()), lease_expires_at=None)
-_RELEASE = _guarded(t.RELEASE, _FENCED, started_at=None, lease_expires_at=None)
+_RETRY = transition(t.RETRY, _FENCED, error=_ERROR, lease_expires_at=None)
+_RELEASE = transition(t.RELEASE, _FENCED, started_at=None, lease_expires_at=None)
+# A dead worker's task: fenced on its attempt and on the lease really having run out.
+_REAP = {
+    move: transition(
+        move,
+        _FENCED,
+        tasks.c.lease_expires_at < func.now(),
+        lease_expires_at=None,
+        lost_attempts=tasks.c.lost_attempts + 1,
+        **({"completed_at": func.now(), "error": _ERROR} if move.target.is_terminal else {}),
+    )
+    for move in (t.LOSE, t.FAIL, t.CANCEL_RUNNING)
+}
+# The flag is set by both: it also stops a claim that races with the cancel.
+_CANCEL = {
+    move: transition(move, cancel_requested=True, **extra)
+    for move, extra in (
+        (t.CANCEL_QUEUED, {"completed_at": func.now()}),
+        (t.REQUEST_CANCEL, {}),
+    )
+}
 
 
 # Up to this many matching rows the list's total is exact; beyond it, an estimate.
@@ -87,31 +93,15 @@ PagePosition = tuple[datetime, uuid.UUID]
 class TaskRepository:
     """Reads and writes tasks on the connection it is given; the caller owns transactions."""
 
-    def __init__(self, conn: AsyncConnection) -> None:
+    def __init__(self, conn: AsyncConnection, *, worker_id: str | None = None) -> None:
         self._conn = conn
+        # Who makes the changes: a worker's id, or None for the API. History rows say it.
+        self._worker_id = worker_id
 
-    async def create(
-        self,
-        *,
-        title: str,
-        description: str,
-        priority: TaskPriority,
-        kind: str,
-        params: dict[str, Any],
-        max_retries: int = 0,
-        timeout_seconds: int,
-    ) -> TaskRecord:
-        values = {
-            "title": title,
-            "description": description,
-            "priority": priority.value,
-            "status": TaskStatus.NEW.value,
-            "kind": kind,
-            "params": params,
-            "max_retries": max_retries,
-            "timeout_seconds": timeout_seconds,
-        }
-        record = await self._one_or_none(_INSERT, values)
+    async def create(self, new: NewTask) -> TaskRecord:
+        values = {field: getattr(new, field) for field in NEW_TASK_FIELDS}
+        values["priority"] = new.priority.value
+        record = await self._move(_CREATE, **values)
         assert record is not None, "INSERT ... RETURNING returns the row"
         return record
 
@@ -179,30 +169,12 @@ class TaskRepository:
             return int((await self._conn.execute(statement)).scalar_one())
 
     async def mark_published(self, task_id: uuid.UUID) -> TaskRecord | None:
-        return await self._one_or_none(_PUBLISH, {"task_id": task_id})
+        return await self._move(_PUBLISH, task_id=task_id)
 
     async def claim(self, task_id: uuid.UUID, *, lease_s: float) -> TaskRecord | None:
         """Start an attempt, unless the task was cancelled, finished, or is running elsewhere."""
         lease = timedelta(seconds=lease_s)
-        return await self._one_or_none(_CLAIM, {"task_id": task_id, "lease": lease})
-
-    async def renew_leases(
-        self, owned: Collection[tuple[uuid.UUID, int]], *, lease_s: float
-    ) -> set[uuid.UUID]:
-        """Extend the leases of these (task, attempt) pairs; returns the ones still owned."""
-        if not owned:
-            return set()
-        statement = (
-            update(tasks)
-            .where(
-                tuple_(tasks.c.id, tasks.c.attempts).in_(list(owned)),
-                tasks.c.status == TaskStatus.IN_PROGRESS.value,
-            )
-            .values(lease_expires_at=_from_now(lease_s))
-            .returning(tasks.c.id)
-        )
-        with translate_unavailable():
-            return set((await self._conn.execute(statement)).scalars().all())
+        return await self._move(_CLAIM, task_id=task_id, lease=lease)
 
     async def expired_leases(self, *, limit: int) -> list[TaskRecord]:
         """Running tasks whose worker stopped renewing their lease: it died."""
@@ -241,66 +213,60 @@ class TaskRepository:
         attempt: int,
         result: Any = None,
         error: str | None = None,
+        reason: str | None = None,
     ) -> TaskRecord | None:
         """Record an attempt's outcome; fenced on the attempt so a stale one changes nothing."""
-        values = {"task_id": task_id, "attempt": attempt, "result": result, "error": error}
-        return await self._one_or_none(_FINISH[transition], values)
+        return await self._move(
+            _FINISH[transition],
+            reason=reason or transition.reason,
+            task_id=task_id,
+            attempt=attempt,
+            result=result,
+            error=error,
+        )
 
-    async def retry(self, task_id: uuid.UUID, *, attempt: int, error: str) -> TaskRecord | None:
+    async def retry(
+        self, task_id: uuid.UUID, *, attempt: int, error: str, reason: str
+    ) -> TaskRecord | None:
         """The attempt failed with retries left: back to PENDING, keeping its error."""
-        values = {"task_id": task_id, "attempt": attempt, "error": error}
-        return await self._one_or_none(_RETRY, values)
+        return await self._move(
+            _RETRY, reason=reason, task_id=task_id, attempt=attempt, error=error
+        )
 
     async def release(self, task_id: uuid.UUID, *, attempt: int) -> TaskRecord | None:
         """Hand an interrupted attempt back to the queue (worker shutdown)."""
-        return await self._one_or_none(_RELEASE, {"task_id": task_id, "attempt": attempt})
+        return await self._move(_RELEASE, task_id=task_id, attempt=attempt)
 
     async def reap(
-        self, task: TaskRecord, *, transition: t.Transition, error: str | None = None
+        self, task: TaskRecord, *, transition: t.Transition, reason: str | None = None
     ) -> TaskRecord | None:
-        """Settle a task whose lease expired, unless its worker renewed it meanwhile."""
-        values: dict[str, Any] = {
-            "lease_expires_at": None,
-            "lost_attempts": tasks.c.lost_attempts + 1,
-        }
+        """Settle a task whose lease expired, unless its worker renewed it meanwhile.
+
+        A terminal verdict also records `reason` as the task's error.
+        """
+        reason = reason or transition.reason
+        values: dict[str, Any] = {"task_id": task.id, "attempt": task.attempts}
         if transition.target.is_terminal:
-            values.update(completed_at=func.now(), error=error)
-        return await self._apply(
-            transition,
-            task.id,
-            tasks.c.attempts == task.attempts,
-            tasks.c.lease_expires_at < func.now(),
-            **values,
-        )
+            values["error"] = reason
+        return await self._move(_REAP[transition], reason=reason, **values)
 
     async def cancel(self, task_id: uuid.UUID) -> TaskRecord:
         """Cancel a queued task at once, or flag a running one for its worker to stop.
 
-        One statement decides both, so a claim racing with it either sees the flag or has
-        already started the task (which then gets the flag).
+        Each is one guarded statement: a claim racing with the first either sees the flag
+        or has already started the task, and then the second flags it.
         """
-        queued = tasks.c.status.in_(_values(t.CANCEL_QUEUED.sources))
-        statement = (
-            update(tasks)
-            .where(
-                tasks.c.id == task_id,
-                tasks.c.status.in_(_values(t.CANCEL_QUEUED.sources | t.CANCEL_RUNNING.sources)),
-            )
-            .values(
-                cancel_requested=True,
-                status=case((queued, t.CANCEL_QUEUED.target.value), else_=tasks.c.status),
-                completed_at=case((queued, func.now()), else_=tasks.c.completed_at),
-                updated_at=func.now(),
-            )
-            .returning(*tasks.c)
-        )
-        record = await self._one_or_none(statement)
-        if record is not None:
-            return record
-        current = await self.get(task_id)
-        if current.status is TaskStatus.CANCELLED:
-            return current
-        raise TaskAlreadyFinished(f"task {task_id} is already {current.status.value}")
+        while True:
+            for move in (t.CANCEL_QUEUED, t.REQUEST_CANCEL):
+                record = await self._move(_CANCEL[move], task_id=task_id)
+                if record is not None:
+                    return record
+            current = await self.get(task_id)
+            if current.status is TaskStatus.CANCELLED:
+                return current
+            if current.status.is_terminal:
+                raise TaskAlreadyFinished(f"task {task_id} is already {current.status.value}")
+            # It moved between the two statements (a retry went back to PENDING): again.
 
     async def cancel_requested_among(self, task_ids: Iterable[uuid.UUID]) -> set[uuid.UUID]:
         """Which of these running tasks the API has asked to cancel."""
@@ -311,25 +277,12 @@ class TaskRepository:
         with translate_unavailable():
             return set((await self._conn.execute(statement)).scalars().all())
 
-    async def _apply(
-        self,
-        transition: t.Transition,
-        task_id: uuid.UUID,
-        *conditions: ColumnElement[bool],
-        **values: Any,
-    ) -> TaskRecord | None:
-        """One guarded UPDATE; None when the task is not in a state the transition allows."""
-        statement = (
-            update(tasks)
-            .where(
-                tasks.c.id == task_id,
-                tasks.c.status.in_(_values(transition.sources)),
-                *conditions,
-            )
-            .values(status=transition.target.value, updated_at=func.now(), **values)
-            .returning(*tasks.c)
-        )
-        return await self._one_or_none(statement)
+    async def _move(self, statement: Select[Any], **values: Any) -> TaskRecord | None:
+        """Run a write-path statement as this repository's actor; None if it was refused.
+
+        `reason` may be among the values; without it the transition's own is written.
+        """
+        return await self._one_or_none(statement, {"actor": self._worker_id, **values})
 
     async def _many(self, statement: Any) -> list[TaskRecord]:
         with translate_unavailable():

@@ -1,97 +1,27 @@
-"""The RabbitMQ topology and the confirmed publisher, shared by the API and the worker.
-
-RabbitMQ refuses to re-declare a queue with different arguments (PRECONDITION_FAILED), so
-every queue and its arguments are declared here and nowhere else.
-"""
+"""The confirmed publisher, shared by the API and the worker, and the broker connection."""
 
 import asyncio
 import contextlib
 import logging
 import uuid
-from dataclasses import dataclass
-from typing import Any
 
 import aio_pika
 import aiormq
-from aio_pika.abc import AbstractChannel, AbstractQueue, AbstractRobustConnection
+from aio_pika.abc import AbstractChannel, AbstractRobustConnection
 
-from shared import messages
-from shared.backoff import Backoff, level_delays_s
-from shared.enums import TaskPriority
-from shared.errors import BrokerUnavailable
+from shared.domain.backoff import Backoff
+from shared.domain.enums import TaskPriority
+from shared.domain.errors import BrokerUnavailable
+from shared.messaging.messages import task_message
+from shared.messaging.topology import (
+    DEAD_LETTER_REASON_HEADER,
+    dead_letter_queue_name,
+    declare_topology,
+    delay_queue_name,
+)
 from shared.settings import Settings
 
 log = logging.getLogger(__name__)
-
-# The queue's x-max-priority. Classic queues keep one sub-queue per level, so few levels are
-# cheap; 10 leaves room between LOW/MEDIUM/HIGH (1/5/9) for levels added later.
-MAX_PRIORITY = 10
-
-
-@dataclass(frozen=True)
-class QueueSpec:
-    name: str
-    arguments: dict[str, Any]
-
-
-def dead_letter_queue_name(queue_name: str) -> str:
-    return f"{queue_name}.dlq"
-
-
-def delay_queue_name(queue_name: str, level: int) -> str:
-    return f"{queue_name}.delay.{level}"
-
-
-def topology(settings: Settings) -> list[QueueSpec]:
-    """Every queue the service uses; the main task queue comes last.
-
-    - `<queue>.dlq`: messages no worker can use, with the reason in a header.
-    - `<queue>.delay.<n>`: retries waiting out their backoff; an expired message is
-      dead-lettered back into the main queue, keeping its priority.
-    - `<queue>`: the task queue, a classic priority queue.
-    """
-    name = settings.queue_name
-    dlq = dead_letter_queue_name(name)
-    back_to_main = {"x-dead-letter-exchange": "", "x-dead-letter-routing-key": name}
-    levels = level_delays_s(settings.retry_base_seconds, settings.retry_max_seconds)
-    return [
-        QueueSpec(dlq, {}),
-        *(QueueSpec(delay_queue_name(name, level), back_to_main) for level in range(len(levels))),
-        QueueSpec(
-            name,
-            {
-                "x-max-priority": MAX_PRIORITY,
-                "x-dead-letter-exchange": "",
-                "x-dead-letter-routing-key": dlq,
-            },
-        ),
-    ]
-
-
-async def declare_topology(channel: AbstractChannel, settings: Settings) -> AbstractQueue:
-    """Declare every queue (durable) and return the main task queue."""
-    declared = [
-        await channel.declare_queue(spec.name, durable=True, arguments=spec.arguments)
-        for spec in topology(settings)
-    ]
-    return declared[-1]
-
-
-def task_message(
-    task_id: uuid.UUID, priority: TaskPriority, *, expiration_s: float | None = None
-) -> aio_pika.Message:
-    return aio_pika.Message(
-        messages.encode(task_id),
-        content_type=messages.CONTENT_TYPE,
-        delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
-        priority=priority.broker_priority,
-        message_id=str(task_id),
-        expiration=expiration_s,
-    )
-
-
-# The header a dead-lettered message carries to say why no worker could use it.
-DEAD_LETTER_REASON_HEADER = "x-taskq-reason"
 
 
 async def connect(settings: Settings) -> AbstractRobustConnection:
@@ -168,6 +98,30 @@ class Publisher:
             aiormq.exceptions.ChannelInvalidStateError,
         ) as exc:
             raise BrokerUnavailable(f"publish to {routing_key} failed: {exc!r}") from exc
+
+    async def ready_counts(self, queue_names: list[str]) -> dict[str, int] | None:
+        """Ready messages in each queue, by passive declares; None if the broker is away.
+
+        On a channel of their own: a passive declare of a missing queue closes its channel.
+        """
+        connection = self._connection
+        if connection is None or not self.connected:
+            return None
+        try:
+            async with asyncio.timeout(self._settings.publish_timeout_seconds):
+                channel = await connection.channel()
+                try:
+                    counts = {}
+                    for name in queue_names:
+                        queue = await channel.declare_queue(name, passive=True)
+                        counts[name] = int(queue.declaration_result.message_count or 0)
+                    return counts
+                finally:
+                    if not channel.is_closed:
+                        await channel.close()
+        except (TimeoutError, ConnectionError, aio_pika.exceptions.AMQPError) as exc:
+            log.warning("could not read queue depths: %r", exc)
+            return None
 
     async def close(self) -> None:
         if self._connector is not None:

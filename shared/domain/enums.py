@@ -1,4 +1,4 @@
-"""The two vocabularies every part of the service shares: task status and priority."""
+"""The vocabularies every part of the service shares: task status and priority, worker state."""
 
 from enum import StrEnum
 
@@ -34,5 +34,13 @@ class TaskPriority(StrEnum):
         return _BROKER_PRIORITY[self]
 
 
-# Must stay within `shared.broker.MAX_PRIORITY` (the queue's x-max-priority).
+# Must stay within `shared.messaging.topology.MAX_PRIORITY` (the queue's x-max-priority).
 _BROKER_PRIORITY = {TaskPriority.LOW: 1, TaskPriority.MEDIUM: 5, TaskPriority.HIGH: 9}
+
+
+class WorkerState(StrEnum):
+    """Whether a worker process is alive, as its heartbeats tell."""
+
+    ONLINE = "online"  # seen within its last three heartbeat periods
+    OFFLINE = "offline"  # not seen for three heartbeat periods: it died or is cut off
+    STOPPED = "stopped"  # it shut down gracefully

@@ -1,13 +1,18 @@
 """The database schema, as SQLAlchemy Core tables. Alembic migrations must match it exactly."""
 
 from sqlalchemy import (
+    BigInteger,
     Boolean,
     CheckConstraint,
     Column,
     DateTime,
+    Float,
+    Identity,
     Index,
     Integer,
     MetaData,
+    PrimaryKeyConstraint,
+    SmallInteger,
     String,
     Table,
     Text,
@@ -17,12 +22,17 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects.postgresql import JSONB
 
-from shared.enums import TaskPriority, TaskStatus
+from shared.domain.enums import TaskPriority, TaskStatus
 
 TITLE_MAX_CHARS = 200
 DESCRIPTION_MAX_CHARS = 10_000
 KIND_MAX_CHARS = 64
 MAX_RETRIES = 10
+WORKER_ID_MAX_CHARS = 200
+REASON_MAX_CHARS = 200
+# Counters per (status, priority) are spread over this many rows, picked by task id, so
+# concurrent transitions rarely wait for each other on one hot row.
+COUNT_SHARDS = 16
 
 metadata = MetaData(
     naming_convention={
@@ -56,6 +66,8 @@ tasks = Table(
     Column("timeout_seconds", Integer, nullable=False, server_default="900"),
     Column("lost_attempts", Integer, nullable=False, server_default="0"),
     Column("lease_expires_at", DateTime(timezone=True), nullable=True),
+    # The worker running (or that last ran) the task: what GET /workers lists as running.
+    Column("worker_id", String(WORKER_ID_MAX_CHARS), nullable=True),
     Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     Column("started_at", DateTime(timezone=True), nullable=True),
@@ -86,4 +98,59 @@ Index(
     tasks.c.priority,
     tasks.c.created_at.desc(),
     tasks.c.id.desc(),
+)
+# Running tasks by lease end: the reaper's scan, and which tasks each worker runs.
+Index(
+    "ix_tasks_in_progress_lease_expires_at",
+    tasks.c.lease_expires_at,
+    postgresql_where=tasks.c.status == TaskStatus.IN_PROGRESS.value,
+)
+
+# One row per creation and per transition, written by the same statement as the change.
+# No foreign key: the row is only ever written next to its task, and a key check would
+# cost an extra lookup on every transition (the hot path).
+task_events = Table(
+    "task_events",
+    metadata,
+    Column("id", BigInteger, Identity(always=True), primary_key=True),
+    Column("task_id", Uuid, nullable=False),
+    Column("at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Column("from_status", String(16), nullable=True),  # null: the task was created
+    Column("to_status", String(16), nullable=False),
+    Column("attempt", Integer, nullable=False),
+    Column("worker_id", String(WORKER_ID_MAX_CHARS), nullable=True),  # null: the API moved it
+    Column("reason", String(REASON_MAX_CHARS), nullable=True),
+)
+Index("ix_task_events_task_id_id", task_events.c.task_id, task_events.c.id)
+# Time-window statistics read recent events; rows arrive in time order, so a BRIN index
+# (a few pages, next to free to maintain) finds them.
+Index("ix_task_events_at", task_events.c.at, postgresql_using="brin")
+
+# Exact task counts per status and priority, kept by the transitions themselves: a count(*)
+# over a million rows takes longer than the stats endpoints may.
+task_counts = Table(
+    "task_counts",
+    metadata,
+    Column("status", String(16), nullable=False),
+    Column("priority", String(16), nullable=False),
+    Column("shard", SmallInteger, nullable=False),
+    Column("n", BigInteger, nullable=False),
+    PrimaryKeyConstraint("status", "priority", "shard"),
+)
+
+workers = Table(
+    "workers",
+    metadata,
+    Column("id", String(WORKER_ID_MAX_CHARS), primary_key=True),
+    Column("hostname", String(255), nullable=False),
+    Column("pid", Integer, nullable=False),
+    Column("queue", String(200), nullable=False),
+    Column("prefetch", Integer, nullable=False),
+    # The worker's own heartbeat period: three missed ones make it offline.
+    Column("heartbeat_seconds", Float, nullable=False),
+    Column("started_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Column("last_seen_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Column("stopped_at", DateTime(timezone=True), nullable=True),
+    Column("processed", BigInteger, nullable=False, server_default="0"),
+    Column("failed", BigInteger, nullable=False, server_default="0"),
 )

@@ -6,16 +6,17 @@ publish, or the reaper found its worker dead. Relays run in every API and worker
 harmless anyway (the claim runs a task once).
 """
 
-import asyncio
 import logging
 
 from prometheus_client import Gauge
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from shared.broker import Publisher
-from shared.db import connect, transaction
-from shared.errors import BrokerUnavailable, DatabaseUnavailable
-from shared.repository import TaskRepository
+from shared.background.periodic import Loop
+from shared.db.engine import connect, transaction
+from shared.db.tasks import TaskRepository
+from shared.domain.errors import BrokerUnavailable
+from shared.messaging.publisher import Publisher
+from shared.services.dispatch import dispatch
 from shared.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -24,36 +25,38 @@ BACKLOG = Gauge("taskq_relay_backlog", "NEW tasks: stored, their message not yet
 BATCH_SIZE = 100  # rows locked per transaction; a full batch is followed at once by the next
 
 
-async def relay_once(engine: AsyncEngine, publisher: Publisher, settings: Settings) -> int:
+async def relay_once(
+    engine: AsyncEngine, publisher: Publisher, settings: Settings, worker_id: str | None = None
+) -> int:
     """Publish up to one batch of NEW tasks; returns how many went out."""
     # Leave the create path time to publish its own task (and give up) first.
     grace_s = settings.publish_timeout_seconds + 1
     published = 0
     async with transaction(engine) as conn:
-        repo = TaskRepository(conn)
+        repo = TaskRepository(conn, worker_id=worker_id)
         for task in await repo.unpublished(older_than_s=grace_s, limit=BATCH_SIZE):
             try:
-                await publisher.publish(task.id, task.priority)
+                await dispatch(publisher, task, repo.mark_published)
             except BrokerUnavailable as exc:
                 log.warning("relay stopped: %s", exc)
                 break
-            await repo.mark_published(task.id)
             published += 1
     if published:
         log.info("relay published %d NEW task(s)", published)
     return published
 
 
-async def run_relay(engine: AsyncEngine, publisher: Publisher, settings: Settings) -> None:
-    """Relay forever; pauses while the broker or the database is unreachable."""
-    while True:
+def relay_loop(
+    engine: AsyncEngine, publisher: Publisher, settings: Settings, worker_id: str | None = None
+) -> Loop:
+    """The relay as a supervised loop; a full batch is followed at once by the next."""
+
+    async def step() -> bool:
         published = 0
-        try:
-            if publisher.connected:
-                published = await relay_once(engine, publisher, settings)
-            async with connect(engine) as conn:
-                BACKLOG.set(await TaskRepository(conn).count_new())
-        except DatabaseUnavailable:
-            log.warning("relay paused: database unavailable")
-        if published < BATCH_SIZE:
-            await asyncio.sleep(settings.relay_interval_seconds)
+        if publisher.connected:
+            published = await relay_once(engine, publisher, settings, worker_id)
+        async with connect(engine) as conn:
+            BACKLOG.set(await TaskRepository(conn).count_new())
+        return published == BATCH_SIZE
+
+    return Loop("relay", settings.relay_interval_seconds, step)

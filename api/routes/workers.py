@@ -1,0 +1,16 @@
+"""The /api/v1/workers resource: which workers exist and what they run."""
+
+from fastapi import APIRouter
+
+from api.deps import WorkersDep
+from api.routes.tasks import ERRORS
+from api.schemas import WorkerList, WorkerOut
+
+router = APIRouter(prefix="/api/v1/workers", tags=["workers"])
+
+
+@router.get("", responses=ERRORS)
+async def list_workers(workers: WorkersDep) -> WorkerList:
+    """Workers seen in the last day: online, offline (unseen for three heartbeats) or
+    stopped (shut down gracefully), with the tasks each runs and its counters."""
+    return WorkerList(items=[WorkerOut.model_validate(w) for w in await workers.listing()])

@@ -1,0 +1,115 @@
+"""Statistics: exact counts from the counters the transitions keep, and time windows read
+from recent history, both fast at millions of tasks."""
+
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+from sqlalchemy import Interval, Select, bindparam, func, select
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from shared.db.engine import translate_unavailable
+from shared.db.tables import task_counts, task_events, tasks
+from shared.domain.enums import TaskPriority, TaskStatus
+
+# The windows the throughput is reported over, and the one durations are taken from.
+WINDOWS_MIN = (1, 5, 15)
+FINISHED = (TaskStatus.COMPLETED.value, TaskStatus.FAILED.value)
+
+
+@dataclass(frozen=True)
+class Counts:
+    by_status: dict[TaskStatus, int]
+    by_priority: dict[TaskPriority, int]
+
+    @property
+    def total(self) -> int:
+        return sum(self.by_status.values())
+
+
+@dataclass(frozen=True)
+class Window:
+    """What finished in the last minutes: throughput per window, durations and waits."""
+
+    per_minute: dict[int, dict[TaskStatus, float]]  # window (min) -> status -> per minute
+    duration_p50_s: float | None
+    duration_p95_s: float | None
+    duration_max_s: float | None
+    wait_p50_s: float | None
+    wait_p95_s: float | None
+
+
+_COUNTS = select(task_counts.c.status, task_counts.c.priority, func.sum(task_counts.c.n)).group_by(
+    task_counts.c.status, task_counts.c.priority
+)
+
+
+def _window_statement() -> Select[*tuple[Any, ...]]:
+    """One pass over the finish events of the longest window, joined to their tasks."""
+    recent = task_events.c.at > func.now() - bindparam("longest", type_=Interval())
+    finished = task_events.c.to_status.in_(FINISHED)
+    duration = func.extract("epoch", tasks.c.completed_at - tasks.c.started_at)
+    wait = func.extract("epoch", tasks.c.started_at - tasks.c.created_at)
+    columns = [
+        func.count()
+        .filter(
+            task_events.c.to_status == status,
+            task_events.c.at > func.now() - timedelta(minutes=minutes),
+        )
+        .label(f"{status}_{minutes}")
+        for minutes in WINDOWS_MIN
+        for status in FINISHED
+    ]
+    return (
+        select(
+            *columns,
+            func.percentile_cont(0.5).within_group(duration).label("duration_p50"),
+            func.percentile_cont(0.95).within_group(duration).label("duration_p95"),
+            func.max(duration).label("duration_max"),
+            func.percentile_cont(0.5).within_group(wait).label("wait_p50"),
+            func.percentile_cont(0.95).within_group(wait).label("wait_p95"),
+        )
+        .select_from(task_events.join(tasks, tasks.c.id == task_events.c.task_id))
+        .where(recent, finished)
+    )
+
+
+_WINDOW = _window_statement()
+
+
+class StatsRepository:
+    def __init__(self, conn: AsyncConnection) -> None:
+        self._conn = conn
+
+    async def counts(self) -> Counts:
+        by_status = dict.fromkeys(TaskStatus, 0)
+        by_priority = dict.fromkeys(TaskPriority, 0)
+        with translate_unavailable():
+            rows = (await self._conn.execute(_COUNTS)).all()
+        for status, priority, n in rows:
+            by_status[TaskStatus(status)] += int(n)
+            by_priority[TaskPriority(priority)] += int(n)
+        return Counts(by_status=by_status, by_priority=by_priority)
+
+    async def window(self) -> Window:
+        longest = timedelta(minutes=max(WINDOWS_MIN))
+        with translate_unavailable():
+            row = (await self._conn.execute(_WINDOW, {"longest": longest})).mappings().one()
+        per_minute = {
+            minutes: {
+                TaskStatus(status): row[f"{status}_{minutes}"] / minutes for status in FINISHED
+            }
+            for minutes in WINDOWS_MIN
+        }
+        return Window(
+            per_minute=per_minute,
+            duration_p50_s=_seconds(row["duration_p50"]),
+            duration_p95_s=_seconds(row["duration_p95"]),
+            duration_max_s=_seconds(row["duration_max"]),
+            wait_p50_s=_seconds(row["wait_p50"]),
+            wait_p95_s=_seconds(row["wait_p95"]),
+        )
+
+
+def _seconds(value: object) -> float | None:
+    return None if value is None else float(str(value))

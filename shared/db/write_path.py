@@ -1,0 +1,143 @@
+"""The one write path: every change of a task's status is one statement, built here.
+
+That statement does three things at once, so none can happen without the others:
+1. the guarded change itself, `UPDATE tasks ... WHERE id AND status IN (sources) RETURNING`
+   (or the INSERT of a new task), where no row back means the change was not allowed;
+2. the task's history row in `task_events` (from, to, attempt, worker, reason);
+3. the exact counters in `task_counts`: minus one for the old status, plus one for the new.
+
+Statements are built once at import, with bind parameters (`task_id`, `actor`,
+`reason`, and whatever the caller's values name): building Core statements costs more CPU
+than sending them. `reason` defaults to the transition's own.
+"""
+
+from typing import Any
+
+from sqlalchemy import (
+    CTE,
+    ColumnElement,
+    Select,
+    String,
+    bindparam,
+    func,
+    insert,
+    literal,
+    null,
+    select,
+    union_all,
+    update,
+)
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+
+from shared.db.tables import COUNT_SHARDS, task_counts, task_events, tasks
+from shared.domain.enums import TaskStatus
+from shared.domain.transitions import CREATED_REASON, Transition
+
+# Who made the change: a worker's id, or None for the API. Not named like a column: SQLAlchemy
+# would add an execute parameter named like a column to the UPDATE's SET clause.
+ACTOR = bindparam("actor", type_=String())
+
+# What a new task's INSERT binds; everything else takes the column's default.
+NEW_TASK_FIELDS = (
+    "title",
+    "description",
+    "priority",
+    "kind",
+    "params",
+    "max_retries",
+    "timeout_seconds",
+)
+
+
+def creation() -> Select[Any]:
+    """INSERT a NEW task with its creation event and count; binds NEW_TASK_FIELDS."""
+    values: dict[str, Any] = {field: bindparam(field) for field in NEW_TASK_FIELDS}
+    values["params"] = bindparam("params", type_=JSONB())
+    values["status"] = TaskStatus.NEW.value
+    created = (
+        insert(tasks)
+        .values(**values)
+        .returning(*tasks.c, null().cast(String).label("from_status"))
+        .cte("changed")
+    )
+    return _recorded(created, CREATED_REASON)
+
+
+def transition(move: Transition, *conditions: ColumnElement[bool], **values: Any) -> Select[Any]:
+    """The guarded UPDATE of `move` for the task `task_id`, with its event and counts.
+
+    Extra `conditions` narrow the guard (a fence on the attempt, an expired lease); extra
+    `values` are set along with the new status.
+    """
+    guard = [tasks.c.status.in_(sorted(s.value for s in move.sources)), *conditions]
+    changes = {"status": move.target.value, "updated_at": func.now(), **values}
+    if len(move.sources) == 1:
+        [source] = move.sources
+        changed = (
+            update(tasks)
+            .where(tasks.c.id == bindparam("task_id"), *guard)
+            .values(**changes)
+            .returning(*tasks.c, literal(source.value, String).label("from_status"))
+            .cte("changed")
+        )
+        return _recorded(changed, move.reason)
+    # Several sources: the history needs the one the task was in. UPDATE ... RETURNING
+    # only sees the new row, so lock and read the old status in the same statement.
+    before = (
+        select(tasks.c.id, tasks.c.status)
+        .where(tasks.c.id == bindparam("task_id"))
+        .with_for_update()
+        .cte("before")
+    )
+    changed = (
+        update(tasks)
+        .where(tasks.c.id == before.c.id, *guard)
+        .values(**changes)
+        .returning(*tasks.c, before.c.status.label("from_status"))
+        .cte("changed")
+    )
+    return _recorded(changed, move.reason)
+
+
+def _recorded(changed: CTE, reason: str | None) -> Select[Any]:
+    """The changed task's row, with its history row and counter moves written alongside."""
+    event = (
+        insert(task_events)
+        .from_select(
+            ["task_id", "from_status", "to_status", "attempt", "worker_id", "reason"],
+            select(
+                changed.c.id,
+                changed.c.from_status,
+                changed.c.status,
+                changed.c.attempts,
+                ACTOR,
+                bindparam("reason", reason, type_=String()),
+            ),
+        )
+        .cte("event")
+    )
+    return select(*(changed.c[column.name] for column in tasks.c)).add_cte(event, _counted(changed))
+
+
+def _counted(changed: CTE) -> CTE:
+    """Minus one on the old status, plus one on the new, on the task's shard of rows.
+
+    Rows are locked in status order, so two statements moving counters in opposite
+    directions cannot deadlock.
+    """
+    shard = (func.get_byte(func.uuid_send(changed.c.id), 15) % COUNT_SHARDS).label("shard")
+    moved = changed.c.from_status.is_distinct_from(changed.c.status)
+    deltas = union_all(
+        select(changed.c.from_status.label("status"), changed.c.priority, shard, literal(-1)).where(
+            moved, changed.c.from_status.is_not(None)
+        ),
+        select(changed.c.status, changed.c.priority, shard, literal(1)).where(moved),
+    ).subquery("deltas")
+    upsert = pg_insert(task_counts).from_select(
+        ["status", "priority", "shard", "n"], select(deltas).order_by(deltas.c.status)
+    )
+    return upsert.on_conflict_do_update(
+        index_elements=["status", "priority", "shard"],
+        set_={"n": task_counts.c.n + upsert.excluded.n},
+    ).cte("counted")

@@ -1,0 +1,61 @@
+"""Submitting a task: store it, then dispatch it (publish, mark published), in that order.
+
+The row is committed before the publish, so a worker never receives an id the database does
+not have; a publish that fails leaves the task NEW, stored and safe, for the relay.
+No database connection is held while the broker confirms: under load the pool, not the
+broker, would otherwise cap how many tasks are accepted per second.
+"""
+
+import dataclasses
+import logging
+import uuid
+
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from shared.db.engine import connect
+from shared.db.tasks import TaskRepository
+from shared.domain.errors import BrokerUnavailable, DatabaseUnavailable, TimeoutTooLong
+from shared.domain.records import NewTask, TaskRecord
+from shared.logs import task_fields
+from shared.messaging.publisher import Publisher
+from shared.services.dispatch import dispatch
+from shared.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+async def submit(
+    engine: AsyncEngine, publisher: Publisher, settings: Settings, new: NewTask
+) -> TaskRecord:
+    """Store and queue a task: PENDING once the broker confirmed it, NEW if it did not."""
+    new = dataclasses.replace(new, timeout_seconds=_time_limit_s(new, settings))
+    async with connect(engine) as conn:
+        task = await TaskRepository(conn).create(new)
+    log.info("task %s created (NEW)", task.id, extra=task_fields(task.id, "NEW"))
+
+    async def mark_published(task_id: uuid.UUID) -> TaskRecord:
+        async with connect(engine) as conn:
+            repo = TaskRepository(conn)
+            # None: a worker got the message first and moved the task on; report that.
+            return await repo.mark_published(task_id) or await repo.get(task_id)
+
+    try:
+        return await dispatch(publisher, task, mark_published) or task
+    except BrokerUnavailable as exc:
+        log.warning("task %s stays NEW: %s", task.id, exc, extra=task_fields(task.id, "NEW"))
+        return task
+    except DatabaseUnavailable:
+        # Stored and queued: the task is accepted, and a worker's claim takes it from NEW.
+        # Answering 503 here would only invite the client to submit it twice.
+        log.warning("task %s published but not marked PENDING: database unavailable", task.id)
+        return task
+
+
+def _time_limit_s(new: NewTask, settings: Settings) -> int:
+    timeout_s = new.timeout_seconds or settings.task_timeout_seconds
+    if timeout_s > settings.max_task_timeout_seconds:
+        raise TimeoutTooLong(
+            f"timeout_seconds must be at most {settings.max_task_timeout_seconds}, "
+            "below the broker's acknowledgement timeout"
+        )
+    return timeout_s
