@@ -40,6 +40,28 @@ CREATE_BODY = '{"title": "bench", "params": {"duration": 0}}'
 QUIET = {"LOG_LEVEL": "WARNING"}  # measure the service, not its log volume
 Results = dict[str, Any]
 
+# The events a loaded task would have had: created, published, and for a finished one its
+# claim and its finish, in time order as the service writes them.
+HISTORY_OF_LOADED_TASKS = """
+INSERT INTO task_events (task_id, at, from_status, to_status, attempt, reason)
+SELECT task_id, at, from_status, to_status, attempt, reason FROM (
+    SELECT id AS task_id, created_at AS at, NULL AS from_status, 'NEW' AS to_status,
+           0 AS attempt, 'created' AS reason FROM tasks
+    UNION ALL
+    SELECT id, created_at, 'NEW', 'PENDING', 0, NULL FROM tasks
+    UNION ALL
+    SELECT id, started_at, 'PENDING', 'IN_PROGRESS', 1, NULL FROM tasks
+    WHERE started_at IS NOT NULL
+    UNION ALL
+    SELECT id, completed_at, 'IN_PROGRESS', status, 1, NULL FROM tasks
+    WHERE completed_at IS NOT NULL
+) AS events ORDER BY at
+"""
+COUNTS_OF_LOADED_TASKS = """
+INSERT INTO task_counts (status, priority, shard, n)
+SELECT status, priority, 0, count(*) FROM tasks GROUP BY status, priority
+"""
+
 
 class Bench:
     def __init__(self, settings: Settings, admin_url: str, args: argparse.Namespace) -> None:
@@ -81,7 +103,7 @@ class Bench:
             await conn.close()
 
     async def truncate(self) -> None:
-        await self.sql("TRUNCATE tasks")
+        await self.sql("TRUNCATE tasks, task_events, task_counts, workers")
 
     async def wait_all_done(self, expected: int, timeout_s: float = 600) -> None:
         async def done() -> bool:
@@ -191,7 +213,8 @@ class Bench:
         drain = await bare.consume(self.dsn, self.settings.amqp_url, queue, backlog, 2)
         self.results["bare"] = {"create_per_s": per_s, "drain_per_s": drain, "tasks": backlog}
 
-    async def at_scale(self, rows: int) -> None:
+    async def at_scale(self) -> None:
+        rows = self.args.rows
         await self.truncate()
         started = time.monotonic()
         await self.load(rows)
@@ -210,6 +233,9 @@ class Bench:
             "list deep page (cursor)": f"/api/v1/tasks?limit=20&cursor={cursor}",
             "list deep page (offset)": f"/api/v1/tasks?limit=20&offset={rows // 2}",
             "get by id": f"/api/v1/tasks/{middle['id']}",
+            "stats summary": "/api/v1/tasks/stats/summary",
+            "stats": "/api/v1/stats",
+            "task history": f"/api/v1/tasks/{middle['id']}/events",
         }
         # Two connections: latency, not the queue that builds up in front of one process.
         self.results["scale"] = {name: self.wrk(path, 5, 2) for name, path in reads.items()}
@@ -218,23 +244,32 @@ class Bench:
         )
 
     async def load(self, rows: int) -> None:
-        """COPY `rows` finished tasks spread over 30 days: what a busy month leaves behind."""
+        """COPY `rows` finished tasks spread over 30 days, with their history and counts:
+        what a busy month leaves behind."""
         now = datetime.now(UTC)
         rng = random.Random(1)
         statuses = ["COMPLETED"] * 90 + ["FAILED"] * 5 + ["CANCELLED"] * 4 + ["PENDING"]
         records = []
         for _ in range(rows):
             created = now - timedelta(seconds=rng.uniform(0, 30 * 86400))
+            status = rng.choice(statuses)
+            started = completed = None
+            if status != "PENDING":
+                started = created + timedelta(seconds=rng.uniform(0, 0.5))
+                completed = started + timedelta(seconds=rng.uniform(0, 2))
             records.append(
                 (
                     uuid.uuid4(),
                     "bulk",
                     rng.choice(("LOW", "MEDIUM", "HIGH")),
-                    rng.choice(statuses),
+                    status,
                     "simulate",
                     "{}",
                     created,
-                    created,
+                    completed or created,
+                    started,
+                    completed,
+                    1 if started else 0,
                 )
             )
         conn = await asyncpg.connect(self.dsn)
@@ -251,11 +286,16 @@ class Bench:
                     "params",
                     "created_at",
                     "updated_at",
+                    "started_at",
+                    "completed_at",
+                    "attempts",
                 ],
             )
+            await conn.execute(HISTORY_OF_LOADED_TASKS)
+            await conn.execute(COUNTS_OF_LOADED_TASKS)
             # What autovacuum does after a bulk load anyway; index-only scans need it. The
             # checkpoint flushes the load's WAL now, not during the measurements after it.
-            await conn.execute("VACUUM ANALYZE tasks")
+            await conn.execute("VACUUM ANALYZE tasks, task_events, task_counts")
             await conn.execute("CHECKPOINT")
         finally:
             await conn.close()
@@ -302,6 +342,14 @@ def _latency(r: Results) -> str:
     return f"p50 {r['p50_ms']:.1f} ms, p99 {r['p99_ms']:.1f} ms"
 
 
+READ_TARGETS = {
+    "get by id": "p50 ≤ 5 ms",
+    "list deep page (offset)": "(none: use the cursor)",
+    "stats summary": "p50 ≤ 50 ms",
+    "stats": "p50 ≤ 100 ms",
+}
+
+
 def table(results: Results) -> str:
     create, drain, bare_ = results["create"], results["drain"], results["bare"]
     scale, e2e, memory = results["scale"], results["end_to_end"], results["memory"]
@@ -329,9 +377,7 @@ def table(results: Results) -> str:
     ]
     for name, report in scale.items():
         if name != "create":
-            target = "p50 ≤ 5 ms" if name == "get by id" else "p50 ≤ 15 ms"
-            if "offset" in name:
-                target = "(none: use the cursor)"
+            target = READ_TARGETS.get(name, "p50 ≤ 15 ms")
             rows.append((f"{results['rows']:,} rows: {name} (2 conns)", _latency(report), target))
     rows += [
         (
@@ -363,17 +409,19 @@ async def main(args: argparse.Namespace) -> None:
         started = time.monotonic()
         try:
             await asyncio.to_thread(alembic, url, "upgrade", "head")
-            for step in (
-                bench.create_and_drain,
-                bench.end_to_end,
-                bench.priority_backlog,
-                bench.bare_design,
-                bench.memory,
-            ):
-                print(f"bench: {step.__name__} ...", file=sys.stderr, flush=True)
+            steps = {
+                "create_and_drain": bench.create_and_drain,
+                "end_to_end": bench.end_to_end,
+                "priority_backlog": bench.priority_backlog,
+                "bare_design": bench.bare_design,
+                "memory": bench.memory,
+                "at_scale": bench.at_scale,
+            }
+            for name, step in steps.items():
+                if args.only and name not in args.only:
+                    continue
+                print(f"bench: {name} ...", file=sys.stderr, flush=True)
                 await step()
-            print("bench: at_scale ...", file=sys.stderr, flush=True)
-            await bench.at_scale(args.rows)
         finally:
             bench.stop_all()
             await asyncio.to_thread(drop_database, services.admin_database_url, name)
@@ -382,7 +430,8 @@ async def main(args: argparse.Namespace) -> None:
     results["seconds"] = time.monotonic() - started
     RESULTS.parent.mkdir(exist_ok=True)
     RESULTS.write_text(json.dumps(results, indent=2, default=str))
-    print(f"\n{_machine()}; {time.monotonic() - started:.0f} s\n\n{table(results)}")
+    print(f"\n{_machine()}; {time.monotonic() - started:.0f} s\n")
+    print(table(results) if not args.only else json.dumps(_summary(results), indent=2))
 
 
 async def _delete_queues(settings: Settings) -> None:
@@ -395,6 +444,18 @@ async def _delete_queues(settings: Settings) -> None:
         await channel.queue_delete(f"{settings.queue_name}.bare")
 
 
+def _summary(results: Results) -> Results:
+    """The headline numbers of a partial run (--only)."""
+    summary: Results = {}
+    if "create" in results and "bare" in results:
+        summary["create_ratio"] = results["create"]["per_s"] / results["bare"]["create_per_s"]
+        summary["drain_ratio"] = results["drain"]["per_s"] / results["bare"]["drain_per_s"]
+    for key in ("create", "drain", "bare"):
+        if key in results:
+            summary[key] = {k: v for k, v in results[key].items() if "per_s" in k}
+    return summary
+
+
 def _machine() -> str:
     python, day = platform.python_version(), f"{datetime.now(UTC):%Y-%m-%d}"
     return f"{platform.machine()}, {os.cpu_count()} cores, Python {python}, {day}"
@@ -405,4 +466,10 @@ if __name__ == "__main__":
     parser.add_argument("--seconds", type=int, default=8, help="length of each throughput run")
     parser.add_argument("--workers", type=int, default=1, help="workers for drain and latency")
     parser.add_argument("--rows", type=int, default=1_000_000, help="rows for the scale section")
+    parser.add_argument(
+        "--only",
+        type=lambda text: set(text.split(",")),
+        default=set(),
+        help="run only these sections (comma-separated), e.g. create_and_drain,bare_design",
+    )
     asyncio.run(main(parser.parse_args()))

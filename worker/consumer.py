@@ -16,9 +16,8 @@ import aiormq
 from aio_pika.abc import AbstractIncomingMessage
 from aio_pika.exceptions import AMQPError
 from sqlalchemy.ext.asyncio import AsyncEngine
-from tenacity import AsyncRetrying, retry_if_exception_type, wait_exponential_jitter
 
-from shared.db.engine import connect
+from shared.db.engine import connect, until_available
 from shared.db.tasks import TaskRepository
 from shared.domain import transitions as t
 from shared.domain.backoff import backoff
@@ -41,11 +40,6 @@ from worker.heartbeat import WorkCounters
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
-
-# While the database is down the worker holds its messages (unacknowledged, so nothing is
-# lost) and retries with growing pauses instead of spinning.
-DB_RETRY_INITIAL_S = 0.2
-DB_RETRY_MAX_S = 5.0
 
 
 class Consumer:
@@ -219,13 +213,7 @@ class Consumer:
         _say(task, "PENDING", "task %s handed back to the queue (shutdown)", task.id)
 
     async def _with_db(self, work: Callable[[TaskRepository], Awaitable[T]]) -> T:
-        retrying = AsyncRetrying(
-            retry=retry_if_exception_type(DatabaseUnavailable),
-            wait=wait_exponential_jitter(initial=DB_RETRY_INITIAL_S, max=DB_RETRY_MAX_S),
-            before_sleep=lambda state: log.warning("database unavailable; retrying"),
-            reraise=True,
-        )
-        async for attempt in retrying:
+        async for attempt in until_available(log, "retrying"):
             with attempt:
                 return await self._with_db_once(work)
         raise AssertionError("unreachable: tenacity retries until success")

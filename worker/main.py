@@ -11,11 +11,10 @@ import socket
 import prometheus_client
 from aio_pika.abc import AbstractQueue
 from sqlalchemy.ext.asyncio import AsyncEngine
-from tenacity import AsyncRetrying, retry_if_exception_type, wait_exponential_jitter
 
 from shared.background.periodic import Supervisor
 from shared.background.relay import relay_loop
-from shared.db.engine import connect, create_engine
+from shared.db.engine import connect, create_engine, until_available
 from shared.db.workers import WorkerIdentity, WorkerRepository
 from shared.domain.errors import DatabaseUnavailable
 from shared.messaging import publisher as broker
@@ -103,12 +102,7 @@ async def _register(engine: AsyncEngine, settings: Settings, identity: str, beat
         prefetch=settings.worker_prefetch,
         heartbeat_seconds=beat_s,
     )
-    retrying = AsyncRetrying(
-        retry=retry_if_exception_type(DatabaseUnavailable),
-        wait=wait_exponential_jitter(initial=0.2, max=5),
-        before_sleep=lambda state: log.warning("database unavailable; cannot register yet"),
-    )
-    async for attempt in retrying:
+    async for attempt in until_available(log, "cannot register yet"):
         with attempt:
             async with connect(engine) as conn:
                 await WorkerRepository(conn).register(row)

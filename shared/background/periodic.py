@@ -50,8 +50,8 @@ async def run_loop(loop: Loop, restart_pause_s: float = RESTART_PAUSE_S) -> None
             log.exception("%s crashed; restarting in %.1f s", loop.name, restart_pause_s)
             await asyncio.sleep(restart_pause_s)
             continue
-        if not again:
-            await asyncio.sleep(loop.interval_s)
+        # Even "again" yields once: a step that never suspends must not starve the loop.
+        await asyncio.sleep(0 if again else loop.interval_s)
 
 
 class Supervisor:

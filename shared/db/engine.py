@@ -1,6 +1,7 @@
 """The database engine and the one place that decides which errors mean "database unavailable"."""
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
 
@@ -8,6 +9,7 @@ from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+from tenacity import AsyncRetrying, retry_if_exception_type, wait_exponential_jitter
 
 from shared.domain.errors import DatabaseUnavailable
 from shared.settings import Settings
@@ -79,3 +81,20 @@ async def ping(engine: AsyncEngine) -> None:
     async with connect(engine) as conn:
         with translate_unavailable():
             await conn.execute(text("SELECT 1"))
+
+
+# While the database is down, work waits and retries with growing pauses instead of
+# spinning (a worker meanwhile keeps its messages unacknowledged, so nothing is lost).
+DB_RETRY_INITIAL_S = 0.2
+DB_RETRY_MAX_S = 5.0
+
+
+def until_available(log: logging.Logger, waiting: str) -> AsyncRetrying:
+    """Retries a database call for as long as the database is unavailable, logging
+    `waiting` before each pause; any other error goes straight through."""
+    return AsyncRetrying(
+        retry=retry_if_exception_type(DatabaseUnavailable),
+        wait=wait_exponential_jitter(multiplier=DB_RETRY_INITIAL_S, max=DB_RETRY_MAX_S),
+        before_sleep=lambda state: log.warning("database unavailable; %s", waiting),
+        reraise=True,
+    )

@@ -18,7 +18,7 @@ from shared.messaging.topology import declare_topology, topology
 from shared.settings import Settings
 from tests.support.processes import Process, StartWorker, start_worker
 from tests.support.proxy import TcpProxy
-from tests.support.tasks import wait_log
+from tests.support.tasks import counts_by_status_and_priority, wait_log
 
 
 @pytest.fixture(scope="session")
@@ -116,3 +116,11 @@ async def db_proxy(settings: Settings) -> AsyncIterator[TcpProxy]:
     await proxy.start()
     yield proxy
     await proxy.cut()
+
+
+@pytest.fixture
+async def counts_stay_exact(engine: AsyncEngine) -> AsyncIterator[None]:
+    """After the test, the counters the transitions keep equal count(*) of the tasks."""
+    yield
+    kept, counted = await counts_by_status_and_priority(engine)
+    assert kept == counted

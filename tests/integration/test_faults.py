@@ -10,6 +10,7 @@ import uuid
 from collections.abc import Collection
 
 import httpx
+import pytest
 from aio_pika.abc import AbstractChannel
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -21,6 +22,9 @@ from tests.support.processes import StartWorker
 from tests.support.proxy import TcpProxy, through
 from tests.support.tasks import all_tasks, create, wait_all_terminal, wait_consumers
 from tests.support.waiting import wait_until
+
+# Every transition these tests cause keeps the counters equal to count(*).
+pytestmark = pytest.mark.usefixtures("counts_stay_exact")
 
 
 def assert_settled(

@@ -4,6 +4,7 @@ import asyncio
 import uuid
 from datetime import timedelta
 
+import pytest
 from aio_pika.abc import AbstractChannel
 from sqlalchemy import update
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -17,8 +18,11 @@ from shared.messaging import messages
 from shared.messaging.publisher import Publisher
 from shared.messaging.topology import DEAD_LETTER_REASON_HEADER
 from shared.settings import Settings
-from tests.support.tasks import make_task
+from tests.support.tasks import expire, make_task
 from worker.reaper import reap_once
+
+# Every transition these tests cause keeps the counters equal to count(*).
+pytestmark = pytest.mark.usefixtures("counts_stay_exact")
 
 
 async def stored_new(repo: TaskRepository, engine: AsyncEngine, count: int) -> list[uuid.UUID]:
@@ -56,18 +60,6 @@ async def test_concurrent_relays_publish_each_new_task_exactly_once(
     assert sorted(published) == sorted(ids)
     statuses = {(await repo.get(task_id)).status for task_id in ids}
     assert statuses == {TaskStatus.PENDING}
-
-
-async def expire(engine: AsyncEngine, task_id: uuid.UUID, lost_attempts: int = 0) -> None:
-    async with engine.connect() as conn:
-        await conn.execute(
-            update(tasks)
-            .where(tasks.c.id == task_id)
-            .values(
-                lease_expires_at=tasks.c.lease_expires_at - timedelta(minutes=5),
-                lost_attempts=lost_attempts,
-            )
-        )
 
 
 async def test_reaper_sends_a_dead_workers_task_back_as_new_cancels_or_fails_poison(

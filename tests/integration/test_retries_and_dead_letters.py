@@ -17,6 +17,9 @@ from shared.settings import Settings
 from tests.support.processes import StartWorker
 from tests.support.tasks import create, wait_all_terminal
 
+# Every transition these tests cause keeps the counters equal to count(*).
+pytestmark = pytest.mark.usefixtures("counts_stay_exact")
+
 
 def attempt_starts(output: str, task_id: uuid.UUID) -> list[datetime]:
     pattern = rf"^(\S+ \S+) INFO .*task {task_id} IN_PROGRESS \(attempt \d+\)$"

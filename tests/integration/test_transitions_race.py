@@ -3,6 +3,7 @@
 import asyncio
 import uuid
 
+import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from shared.db.tasks import TaskRepository
@@ -10,6 +11,9 @@ from shared.domain import transitions as t
 from shared.domain.enums import TaskStatus
 from shared.domain.records import TaskRecord
 from tests.support.tasks import make_task
+
+# Every transition these tests cause keeps the counters equal to count(*).
+pytestmark = pytest.mark.usefixtures("counts_stay_exact")
 
 
 async def on_own_connection(engine: AsyncEngine, task_id: uuid.UUID) -> TaskRecord | None:

@@ -6,6 +6,7 @@ from datetime import datetime
 
 import aio_pika
 import httpx
+import pytest
 from aio_pika.abc import AbstractChannel
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -22,6 +23,9 @@ from tests.support.tasks import (
     wait_log,
     wait_task,
 )
+
+# Every transition these tests cause keeps the counters equal to count(*).
+pytestmark = pytest.mark.usefixtures("counts_stay_exact")
 
 
 def max_overlap(done: list[TaskRecord]) -> int:

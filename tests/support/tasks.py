@@ -2,17 +2,19 @@
 database, and waiting on their state."""
 
 import uuid
+from collections import Counter
 from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
 from aio_pika.abc import AbstractChannel
-from sqlalchemy import select
+from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from shared.db.tables import tasks
+from shared.db.tables import task_counts, tasks
 from shared.db.tasks import TaskRepository
-from shared.domain.enums import TERMINAL_STATUSES, TaskPriority
+from shared.domain.enums import TERMINAL_STATUSES, TaskPriority, TaskStatus
 from shared.domain.records import NewTask, TaskRecord
 from tests.support.processes import Process
 from tests.support.waiting import wait_until
@@ -38,6 +40,34 @@ def new_task(**overrides: Any) -> NewTask:
         "timeout_seconds": 60,
     }
     return NewTask(**{**fields, **overrides})
+
+
+def task_record(**overrides: Any) -> TaskRecord:
+    """A task row as read back, for unit tests that need one without a database."""
+    now = datetime(2026, 1, 1, tzinfo=UTC)
+    fields: dict[str, Any] = {
+        "id": uuid.uuid4(),
+        "title": "t",
+        "description": "",
+        "priority": TaskPriority.MEDIUM,
+        "status": TaskStatus.IN_PROGRESS,
+        "kind": "simulate",
+        "params": {},
+        "result": None,
+        "error": None,
+        "attempts": 1,
+        "cancel_requested": False,
+        "max_retries": 0,
+        "timeout_seconds": 60,
+        "lost_attempts": 0,
+        "lease_expires_at": None,
+        "worker_id": None,
+        "created_at": now,
+        "updated_at": now,
+        "started_at": now,
+        "completed_at": None,
+    }
+    return TaskRecord(**{**fields, **overrides})
 
 
 async def make_task(repo: TaskRepository, **overrides: Any) -> TaskRecord:
@@ -87,3 +117,40 @@ async def wait_log(process: Process, text: str) -> None:
         return text in process.output
 
     await wait_until(probe, timeout_s=15, what=f"log line {text!r}")
+
+
+async def expire(engine: AsyncEngine, task_id: uuid.UUID, lost_attempts: int = 0) -> None:
+    """Make a running task's lease look run out, as when its worker died."""
+    async with engine.connect() as conn:
+        await conn.execute(
+            update(tasks)
+            .where(tasks.c.id == task_id)
+            .values(
+                lease_expires_at=tasks.c.lease_expires_at - timedelta(minutes=5),
+                lost_attempts=lost_attempts,
+            )
+        )
+
+
+async def counts_by_status_and_priority(engine: AsyncEngine) -> tuple[Counter[Any], Counter[Any]]:
+    """(what the counters say, what count(*) says), per (status, priority), zeros dropped."""
+    async with engine.connect() as conn:
+        kept = (
+            await conn.execute(
+                select(
+                    task_counts.c.status, task_counts.c.priority, func.sum(task_counts.c.n)
+                ).group_by(task_counts.c.status, task_counts.c.priority)
+            )
+        ).all()
+        counted = (
+            await conn.execute(
+                select(tasks.c.status, tasks.c.priority, func.count()).group_by(
+                    tasks.c.status, tasks.c.priority
+                )
+            )
+        ).all()
+    return _nonzero(kept), _nonzero(counted)
+
+
+def _nonzero(rows: Any) -> Counter[Any]:
+    return Counter({(status, priority): int(n) for status, priority, n in rows if n})

@@ -1,5 +1,4 @@
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
 from worker.execution import ERROR_MAX_CHARS, describe
 
@@ -30,29 +29,10 @@ def test_long_tracebacks_are_trimmed_keeping_the_innermost_frames() -> None:
 
 
 def test_duration_needs_both_start_and_end() -> None:
-    from shared.domain.records import TaskRecord
+    from tests.support.tasks import task_record
 
     started = datetime(2026, 1, 1, tzinfo=UTC)
-    fields: dict[str, Any] = dict(
-        id=None,
-        title="t",
-        description="",
-        priority="LOW",
-        status="COMPLETED",
-        kind="simulate",
-        params={},
-        result=None,
-        error=None,
-        attempts=1,
-        cancel_requested=False,
-        max_retries=0,
-        timeout_seconds=60,
-        lost_attempts=0,
-        lease_expires_at=None,
-        created_at=started,
-        updated_at=started,
-    )
-    done = TaskRecord(**fields, started_at=started, completed_at=started + timedelta(seconds=2))
-    running = TaskRecord(**fields, started_at=started, completed_at=None)
+    done = task_record(started_at=started, completed_at=started + timedelta(seconds=2))
+    running = task_record(started_at=started, completed_at=None)
     assert done.duration_seconds == 2.0
     assert running.duration_seconds is None
