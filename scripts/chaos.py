@@ -1,7 +1,8 @@
 """`make chaos`: a soak under failure. Submits N tasks while it SIGKILLs and restarts workers
 and cuts the broker and the database through proxies; then tallies what became of them.
 
-Exits non-zero if any accepted task was lost or any handler ran twice without a worker dying.
+Exits non-zero if any accepted task was lost, any handler ran twice without a worker dying,
+or the counters or the history disagree with the tasks.
 Runs on a throwaway database and queue against the local PostgreSQL and RabbitMQ.
 """
 
@@ -14,10 +15,9 @@ import sys
 import time
 import uuid
 from collections import Counter
-from urllib.parse import urlsplit
 
 import httpx
-from sqlalchemy import select
+from sqlalchemy import select, text
 
 from shared.db.engine import create_engine
 from shared.db.tables import tasks
@@ -27,7 +27,8 @@ from shared.settings import Settings
 from tests.support.databases import alembic, create_database, drop_database
 from tests.support.processes import Process, free_port, start_api, start_worker, wait_ready
 from tests.support.proxy import TcpProxy, through
-from tests.support.services import find_services
+from tests.support.services import find_services, host_port
+from tests.support.tasks import counts_by_status_and_priority
 
 WORKER_ENV = {"LEASE_SECONDS": "3", "WORKER_SHUTDOWN_TIMEOUT_SECONDS": "2"}
 CHAOS_WINDOW_S = 300  # faults stop once every task settled, or after this long
@@ -38,8 +39,8 @@ class Chaos:
     def __init__(self, settings: Settings, workers: int, rng: random.Random) -> None:
         self.settings = settings
         self.rng = rng
-        self.broker = TcpProxy(*_host_port(settings.amqp_url))
-        self.db = TcpProxy(*_host_port(settings.database_url))
+        self.broker = TcpProxy(*host_port(settings.amqp_url))
+        self.db = TcpProxy(*host_port(settings.database_url))
         self.workers: list[Process] = []
         self.size = workers
         self.events: Counter[str] = Counter()
@@ -71,11 +72,6 @@ class Chaos:
             worker.stop()
         await self.broker.cut()
         await self.db.cut()
-
-
-def _host_port(url: str) -> tuple[str, int]:
-    parts = urlsplit(url)
-    return parts.hostname or "127.0.0.1", parts.port or 0
 
 
 async def submit(base_url: str, count: int, rng: random.Random) -> list[uuid.UUID]:
@@ -128,6 +124,30 @@ async def tally(settings: Settings, accepted: list[uuid.UUID], deadline_s: float
     return counts
 
 
+async def bookkeeping_errors(settings: Settings) -> Counter[str]:
+    """Whether the counters still equal count(*), and every task's last history row its status."""
+    engine = create_engine(settings)
+    try:
+        kept, counted = await counts_by_status_and_priority(engine)
+        async with engine.connect() as conn:
+            history_off = (await conn.execute(text(HISTORY_DISAGREES))).scalar_one()
+    finally:
+        await engine.dispose()
+    return Counter(
+        {
+            "counters off": sum((kept - counted).values()) + sum((counted - kept).values()),
+            "history off": int(history_off),
+        }
+    )
+
+
+# Tasks whose latest history row does not end in the status the task is in.
+HISTORY_DISAGREES = """
+SELECT count(*) FROM tasks WHERE status IS DISTINCT FROM (
+    SELECT to_status FROM task_events WHERE task_id = tasks.id ORDER BY id DESC LIMIT 1)
+"""
+
+
 async def main(count: int, workers: int, seed: int) -> int:
     rng = random.Random(seed)
     logging.getLogger("httpx").setLevel(logging.WARNING)
@@ -158,6 +178,7 @@ async def main(count: int, workers: int, seed: int) -> int:
             stop.set()
             await chaos_task
             counts = await tally(settings, accepted, deadline_s=SETTLE_DEADLINE_S)
+            counts.update(await bookkeeping_errors(settings))
             elapsed_s = time.monotonic() - started
         finally:
             if api is not None:
@@ -167,7 +188,8 @@ async def main(count: int, workers: int, seed: int) -> int:
             await _delete_queues(settings)
     _report(counts, chaos.events, elapsed_s)
     unexplained = counts["re-run after a lost lease"] > 2 * chaos.events["kill"]
-    return 1 if counts["lost"] or counts["run twice"] or unexplained else 0
+    broken = counts["counters off"] or counts["history off"]
+    return 1 if counts["lost"] or counts["run twice"] or unexplained or broken else 0
 
 
 async def _delete_queues(settings: Settings) -> None:
@@ -181,6 +203,7 @@ async def _delete_queues(settings: Settings) -> None:
 
 def _report(counts: Counter[str], events: Counter[str], elapsed_s: float) -> None:
     keys = ["accepted", "completed", "failed", "cancelled", "lost", "run twice"]
+    keys += ["counters off", "history off"]
     print(
         f"\nchaos: {elapsed_s:.0f}s, faults injected: worker SIGKILLs {events['kill']}, "
         f"broker cuts {events['broker']}, database cuts {events['db']}"

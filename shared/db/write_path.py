@@ -92,7 +92,8 @@ def transition(move: Transition, *conditions: ColumnElement[bool], **values: Any
     )
     changed = (
         update(tasks)
-        .where(tasks.c.id == before.c.id, *guard)
+        # The id again, not only the join: the planner then reaches the row by its key.
+        .where(tasks.c.id == bindparam("task_id"), tasks.c.id == before.c.id, *guard)
         .values(**changes)
         .returning(*tasks.c, before.c.status.label("from_status"))
         .cte("changed")

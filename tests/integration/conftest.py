@@ -2,7 +2,6 @@
 
 import contextlib
 from collections.abc import AsyncIterator
-from urllib.parse import urlsplit
 
 import aio_pika
 import httpx
@@ -18,6 +17,7 @@ from shared.messaging.topology import declare_topology, topology
 from shared.settings import Settings
 from tests.support.processes import Process, StartWorker, start_worker
 from tests.support.proxy import TcpProxy
+from tests.support.services import host_port
 from tests.support.tasks import counts_by_status_and_priority, wait_log
 
 
@@ -97,14 +97,9 @@ async def workers(settings: Settings) -> AsyncIterator[StartWorker]:
         process.stop()
 
 
-def _host_port(url: str) -> tuple[str, int]:
-    parts = urlsplit(url)
-    return parts.hostname or "127.0.0.1", parts.port or 0
-
-
 @pytest.fixture
 async def broker_proxy(settings: Settings) -> AsyncIterator[TcpProxy]:
-    proxy = TcpProxy(*_host_port(settings.amqp_url))
+    proxy = TcpProxy(*host_port(settings.amqp_url))
     await proxy.start()
     yield proxy
     await proxy.cut()
@@ -112,7 +107,7 @@ async def broker_proxy(settings: Settings) -> AsyncIterator[TcpProxy]:
 
 @pytest.fixture
 async def db_proxy(settings: Settings) -> AsyncIterator[TcpProxy]:
-    proxy = TcpProxy(*_host_port(settings.database_url))
+    proxy = TcpProxy(*host_port(settings.database_url))
     await proxy.start()
     yield proxy
     await proxy.cut()

@@ -18,10 +18,15 @@ LOCAL_POSTGRES = "postgresql+asyncpg://postgres@127.0.0.1:5432/postgres"
 LOCAL_RABBITMQ = "amqp://guest:guest@127.0.0.1:5672/"
 
 
-def answers(url: str) -> bool:
+def host_port(url: str) -> tuple[str, int]:
+    """Where a service URL points: (host, port)."""
     parts = urlsplit(url)
+    return parts.hostname or "127.0.0.1", parts.port or 0
+
+
+def answers(url: str) -> bool:
     try:
-        with socket.create_connection((parts.hostname or "127.0.0.1", parts.port or 0), timeout=1):
+        with socket.create_connection(host_port(url), timeout=1):
             return True
     except OSError:
         return False
