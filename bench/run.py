@@ -215,6 +215,8 @@ class Bench:
 
     async def at_scale(self) -> None:
         rows = self.args.rows
+        if self.api is None:  # run on its own (--only at_scale)
+            await self.start_api()
         await self.truncate()
         started = time.monotonic()
         await self.load(rows)
