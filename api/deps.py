@@ -6,10 +6,13 @@ from typing import Annotated
 from fastapi import Depends, Request
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from api.auth import PrincipalDep
 from shared.db.engine import connect
 from shared.db.events import EventRepository
+from shared.db.keys import KeyRepository
 from shared.db.stats import StatsRepository
 from shared.db.tasks import TaskRepository
+from shared.db.users import UserRepository
 from shared.db.workers import WorkerRepository
 from shared.messaging.publisher import Publisher
 from shared.settings import Settings
@@ -43,8 +46,9 @@ async def get_connection(
 ConnectionDep = Annotated[AsyncConnection, Depends(get_connection)]
 
 
-async def get_repository(conn: ConnectionDep) -> TaskRepository:
-    return TaskRepository(conn)
+async def get_repository(conn: ConnectionDep, principal: PrincipalDep) -> TaskRepository:
+    """The caller's tasks: a member's own, an admin's all; changes are recorded as theirs."""
+    return TaskRepository(conn, owner=principal.owner_scope, user_id=principal.user_id)
 
 
 async def get_events(conn: ConnectionDep) -> EventRepository:
@@ -55,8 +59,16 @@ async def get_workers(conn: ConnectionDep) -> WorkerRepository:
     return WorkerRepository(conn)
 
 
-async def get_stats(conn: ConnectionDep) -> StatsRepository:
-    return StatsRepository(conn)
+async def get_stats(conn: ConnectionDep, principal: PrincipalDep) -> StatsRepository:
+    return StatsRepository(conn, owner=principal.owner_scope)
+
+
+async def get_users(conn: ConnectionDep) -> UserRepository:
+    return UserRepository(conn)
+
+
+async def get_keys(conn: ConnectionDep) -> KeyRepository:
+    return KeyRepository(conn)
 
 
 EngineDep = Annotated[AsyncEngine, Depends(get_engine)]
@@ -66,3 +78,5 @@ RepositoryDep = Annotated[TaskRepository, Depends(get_repository)]
 EventsDep = Annotated[EventRepository, Depends(get_events)]
 WorkersDep = Annotated[WorkerRepository, Depends(get_workers)]
 StatsDep = Annotated[StatsRepository, Depends(get_stats)]
+UsersDep = Annotated[UserRepository, Depends(get_users)]
+KeysDep = Annotated[KeyRepository, Depends(get_keys)]

@@ -1,24 +1,58 @@
 """Domain errors become JSON responses; nothing ever answers with a stack trace."""
 
 import logging
+from typing import Any
 
 from fastapi import FastAPI, Request, status
 from fastapi.responses import JSONResponse
 
+from api.schemas import ErrorOut
 from shared.domain.errors import (
     DatabaseUnavailable,
+    Forbidden,
+    KeyNotFound,
+    LastAdmin,
+    NameTaken,
+    NotAuthenticated,
     TaskAlreadyFinished,
     TaskNotFound,
     TaskServiceError,
     TimeoutTooLong,
+    UserNotFound,
 )
 
 log = logging.getLogger(__name__)
 
+# What every authenticated route may answer besides its own responses (for the schema).
+AUTH_ERRORS: dict[int | str, dict[str, Any]] = {
+    401: {"model": ErrorOut, "description": "No valid API key"},
+    403: {"model": ErrorOut, "description": "Only an admin may do this"},
+}
+ERRORS: dict[int | str, dict[str, Any]] = {
+    503: {"model": ErrorOut, "description": "The database is unreachable"},
+}
+# What a route that reads a JSON body may answer before it ever sees the body's fields.
+BODY_ERRORS: dict[int | str, dict[str, Any]] = {
+    400: {"model": ErrorOut, "description": "Body is not UTF-8 text"},
+    413: {"model": ErrorOut, "description": "Body over 1 MiB"},
+}
+
 STATUS_OF: dict[type[TaskServiceError], int] = {
+    NotAuthenticated: status.HTTP_401_UNAUTHORIZED,
+    Forbidden: status.HTTP_403_FORBIDDEN,
     TaskNotFound: status.HTTP_404_NOT_FOUND,
+    UserNotFound: status.HTTP_404_NOT_FOUND,
+    KeyNotFound: status.HTTP_404_NOT_FOUND,
     TaskAlreadyFinished: status.HTTP_409_CONFLICT,
+    NameTaken: status.HTTP_409_CONFLICT,
+    LastAdmin: status.HTTP_409_CONFLICT,
     DatabaseUnavailable: status.HTTP_503_SERVICE_UNAVAILABLE,
+}
+
+
+HEADERS = {
+    status.HTTP_401_UNAUTHORIZED: {"WWW-Authenticate": "Bearer"},
+    status.HTTP_503_SERVICE_UNAVAILABLE: {"Retry-After": "1"},
 }
 
 
@@ -29,8 +63,7 @@ async def _domain_error(request: Request, exc: Exception) -> JSONResponse:
     )
     if code >= 500:
         log.warning("%s %s: %s", request.method, request.url.path, exc)
-    headers = {"Retry-After": "1"} if code == status.HTTP_503_SERVICE_UNAVAILABLE else None
-    return JSONResponse({"detail": str(exc)}, status_code=code, headers=headers)
+    return JSONResponse({"detail": str(exc)}, status_code=code, headers=HEADERS.get(code))
 
 
 async def _timeout_too_long(request: Request, exc: Exception) -> JSONResponse:

@@ -4,11 +4,13 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
 
 from api import errors
+from api.auth import KeyCache
 from api.body_limit import BodyLimitMiddleware
 from api.metrics import MetricsMiddleware
-from api.routes import health, stats, tasks, workers
+from api.routes import health, keys, stats, tasks, users, workers
 from shared import __version__
 from shared.background.periodic import Supervisor
 from shared.background.relay import relay_loop
@@ -27,6 +29,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.settings = settings
         app.state.engine = create_engine(settings)
         app.state.publisher = Publisher(settings)
+        app.state.key_cache = KeyCache(settings.auth_cache_seconds)
         loops = Supervisor()
         try:
             await app.state.publisher.start()
@@ -44,6 +47,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     app.add_middleware(BodyLimitMiddleware)
+    if settings.cors_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origins,
+            allow_methods=["GET", "POST", "PUT", "PATCH", "DELETE"],
+            allow_headers=["Authorization", "X-API-Key", "Content-Type", "Last-Event-ID"],
+        )
     app.add_middleware(MetricsMiddleware)
     errors.install(app)
     app.include_router(health.router)
@@ -51,6 +61,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(stats.router)
     app.include_router(tasks.router)
     app.include_router(workers.router)
+    app.include_router(users.router)
+    app.include_router(keys.router)
     return app
 
 

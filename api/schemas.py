@@ -1,16 +1,33 @@
 """The API's request and response bodies."""
 
+import dataclasses
 import uuid
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, Self
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    EmailStr,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
-from shared.db.tables import DESCRIPTION_MAX_CHARS, KIND_MAX_CHARS, MAX_RETRIES, TITLE_MAX_CHARS
-from shared.domain.enums import TaskPriority, TaskStatus, WorkerState
+from shared.db.tables import (
+    DESCRIPTION_MAX_CHARS,
+    KEY_NAME_MAX_CHARS,
+    KIND_MAX_CHARS,
+    MAX_RETRIES,
+    TITLE_MAX_CHARS,
+    USER_NAME_MAX_CHARS,
+)
+from shared.domain.enums import Role, TaskPriority, TaskStatus, WorkerState
 from shared.domain.kinds import DEFAULT_KIND, KIND_PARAMS, parse_params
 from shared.domain.outcomes import contains_nul
-from shared.domain.records import TaskRecord
+from shared.domain.records import ApiKeyRecord, TaskRecord
 
 # The schema's own ceiling; the running service also enforces its settings' lower one.
 MAX_TIMEOUT_SECONDS = 86_400
@@ -77,6 +94,7 @@ class TaskOut(BaseModel):
     model_config = ConfigDict(from_attributes=True)
 
     id: uuid.UUID
+    owner_id: uuid.UUID
     title: str
     description: str
     priority: TaskPriority
@@ -139,6 +157,7 @@ class TaskEventOut(BaseModel):
     to_status: TaskStatus
     attempt: int
     worker_id: str | None = Field(description="null when the API made the change")
+    user_id: uuid.UUID | None = Field(description="whose API request made the change")
     reason: str | None
 
 
@@ -202,3 +221,83 @@ class ApiHealth(BaseModel):
     status: str
     version: str
     time: datetime = Field(description="The server's clock, UTC")
+
+
+class UserCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(min_length=1, max_length=USER_NAME_MAX_CHARS, pattern=r"^[^\x00]*$")
+    email: EmailStr | None = None
+    role: Role = Role.MEMBER
+
+
+class UserPatch(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    email: EmailStr | None = None
+    role: Role | None = None
+    disabled: bool | None = Field(None, description="true disables the user (and all its keys)")
+
+
+class UserOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: uuid.UUID
+    name: str
+    email: str | None
+    role: Role
+    created_at: datetime
+    disabled_at: datetime | None
+
+
+class UserList(BaseModel):
+    items: list[UserOut]
+
+
+class KeyCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(min_length=1, max_length=KEY_NAME_MAX_CHARS, pattern=r"^[^\x00]*$")
+    # strict: a number is not a date.
+    expires_at: AwareDatetime | None = Field(
+        None, strict=True, description="Optional, in the future, with a time zone"
+    )
+
+    @field_validator("expires_at")
+    @classmethod
+    def _in_the_future(cls, value: datetime | None) -> datetime | None:
+        if value is not None and value <= datetime.now(UTC):
+            raise ValueError("expires_at must be in the future")
+        return value
+
+
+class KeyOut(BaseModel):
+    """A key as listed: its first characters, never the key itself."""
+
+    model_config = ConfigDict(from_attributes=True)
+
+    id: uuid.UUID
+    user_id: uuid.UUID
+    name: str
+    prefix: str
+    created_at: datetime
+    last_used_at: datetime | None
+    expires_at: datetime | None
+    revoked_at: datetime | None
+
+
+class KeyCreated(KeyOut):
+    key: str = Field(description="The key itself: shown this once, stored only as a digest")
+
+    @classmethod
+    def of(cls, record: ApiKeyRecord, key: str) -> "KeyCreated":
+        return cls.model_validate({**dataclasses.asdict(record), "key": key})
+
+
+class KeyList(BaseModel):
+    items: list[KeyOut]
+
+
+class UserCreated(BaseModel):
+    user: UserOut
+    key: KeyCreated = Field(description="The user's first API key, shown this once")

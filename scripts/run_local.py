@@ -14,9 +14,14 @@ from pathlib import Path
 import asyncpg
 from sqlalchemy.engine import make_url
 
+from api.admin import create_key, create_user
+from shared.domain.errors import NameTaken
 from shared.settings import get_settings
 
 ROOT = Path(__file__).resolve().parents[1]
+# The local admin's key, made once by `make run`; git ignores the folder.
+ADMIN_KEY_FILE = ROOT / ".taskq" / "admin.key"
+LOCAL_ADMIN = "admin"
 
 
 async def ensure_database(database_url: str) -> None:
@@ -33,6 +38,27 @@ async def ensure_database(database_url: str) -> None:
         await admin.close()
 
 
+async def ensure_admin_key() -> None:
+    """Leave a newcomer one command away from a working key: a local `admin` user, its key
+    in ADMIN_KEY_FILE (mode 600), made once."""
+    if ADMIN_KEY_FILE.exists():
+        print(f"admin key: {ADMIN_KEY_FILE.relative_to(ROOT)}", flush=True)
+        return
+    try:
+        key = await create_user(LOCAL_ADMIN, admin=True, email=None)
+    except NameTaken:
+        key = await create_key(LOCAL_ADMIN, key_name="make run")
+    ADMIN_KEY_FILE.parent.mkdir(mode=0o700, exist_ok=True)
+    ADMIN_KEY_FILE.touch(mode=0o600)
+    ADMIN_KEY_FILE.write_text(key + "\n")
+    print(f"created the local admin's key in {ADMIN_KEY_FILE.relative_to(ROOT)} (mode 600)")
+    print(
+        f'try: curl -H "X-API-Key: $(cat {ADMIN_KEY_FILE.relative_to(ROOT)})" '
+        "localhost:8000/api/v1/tasks",
+        flush=True,
+    )
+
+
 def _interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
 
@@ -41,6 +67,7 @@ def main() -> int:
     settings = get_settings()
     asyncio.run(ensure_database(settings.database_url))
     subprocess.run([sys.executable, "-m", "alembic", "upgrade", "head"], cwd=ROOT, check=True)
+    asyncio.run(ensure_admin_key())
     workers = int(os.environ.get("WORKERS", "2"))
     port = os.environ.get("PORT", "8000")
     api = [sys.executable, "-m", "uvicorn", "api.main:app", "--host", "127.0.0.1", "--port", port]

@@ -1,10 +1,10 @@
 """Every setting of the API and the worker, read once from the environment."""
 
 from functools import lru_cache
-from typing import Literal, Self
+from typing import Annotated, Literal, Self
 
-from pydantic import Field, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR"]
 
@@ -40,6 +40,12 @@ class Settings(BaseSettings):
     # unacknowledged-message count in GET /api/v1/stats; empty: that count is null.
     broker_management_url: str = ""
 
+    # How long an API process trusts a key it has checked: revoking a key or disabling a
+    # user takes effect within this time in every process.
+    auth_cache_seconds: float = Field(0.5, ge=0, le=1)
+    # Origins allowed to call the API from a browser (CORS), comma-separated; empty: none.
+    cors_origins: Annotated[list[str], NoDecode] = []
+
     # How often the relay looks for NEW tasks (stored, message not confirmed) to publish.
     relay_interval_seconds: float = Field(1.0, gt=0, le=60)
 
@@ -68,6 +74,13 @@ class Settings(BaseSettings):
     worker_shutdown_timeout_seconds: float = Field(30.0, ge=0, le=3600)
     simulate_min_seconds: float = Field(0.0, ge=0, le=600)
     simulate_max_seconds: float = Field(10.0, ge=0, le=600)
+
+    @field_validator("cors_origins", mode="before")
+    @classmethod
+    def _comma_separated(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [origin.strip() for origin in value.split(",") if origin.strip()]
+        return value
 
     @model_validator(mode="after")
     def _simulate_range_is_ordered(self) -> Self:

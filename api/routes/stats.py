@@ -3,13 +3,13 @@
 from fastapi import APIRouter
 
 from api.deps import PublisherDep, SettingsDep, StatsDep, WorkersDep
-from api.routes.tasks import ERRORS
+from api.errors import AUTH_ERRORS, ERRORS
 from api.schemas import Stats, Summary, Throughput
 from shared.db.stats import Counts
 from shared.domain.enums import TaskStatus, WorkerState
 from shared.messaging.depths import queue_depths
 
-router = APIRouter(prefix="/api/v1", tags=["stats"])
+router = APIRouter(prefix="/api/v1", tags=["stats"], responses=AUTH_ERRORS)
 
 
 def _summary(counts: Counts) -> Summary:
@@ -18,7 +18,8 @@ def _summary(counts: Counts) -> Summary:
 
 @router.get("/tasks/stats/summary", responses=ERRORS)
 async def summary(stats: StatsDep) -> Summary:
-    """How many tasks are in each status (all six, zeros included) and of each priority."""
+    """How many of the caller's tasks (an admin: all tasks) are in each status (all six,
+    zeros included) and of each priority."""
     return _summary(await stats.counts())
 
 
@@ -26,8 +27,9 @@ async def summary(stats: StatsDep) -> Summary:
 async def full_stats(
     stats: StatsDep, workers: WorkersDep, publisher: PublisherDep, settings: SettingsDep
 ) -> Stats:
-    """The summary, plus throughput over 1, 5 and 15 minutes, durations and queue waits of
-    the last 15 minutes, queue depths from the broker (null if it is away), workers online."""
+    """The caller's summary (an admin's: of all tasks), plus throughput over 1, 5 and 15
+    minutes, durations and queue waits of the last 15 minutes, queue depths from the broker
+    (null if it is away), workers online. Queue depths and workers are the whole service's."""
     counts, window = await stats.counts(), await stats.window()
     depths = await queue_depths(publisher, settings)
     online = [w for w in await workers.listing() if w.state is WorkerState.ONLINE]

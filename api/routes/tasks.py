@@ -6,7 +6,9 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query, Response, status
 
 from api import pagination
+from api.auth import PrincipalDep
 from api.deps import EngineDep, EventsDep, PublisherDep, RepositoryDep, SettingsDep
+from api.errors import AUTH_ERRORS, BODY_ERRORS, ERRORS
 from api.metrics import TASKS_CREATED
 from api.schemas import (
     ErrorOut,
@@ -21,11 +23,8 @@ from shared.domain.enums import TaskPriority, TaskStatus
 from shared.domain.records import NewTask
 from shared.services.submit import submit
 
-router = APIRouter(prefix="/api/v1/tasks", tags=["tasks"])
+router = APIRouter(prefix="/api/v1/tasks", tags=["tasks"], responses=AUTH_ERRORS)
 
-ERRORS: dict[int | str, dict[str, Any]] = {
-    503: {"model": ErrorOut, "description": "The database is unreachable"},
-}
 NOT_FOUND: dict[int | str, dict[str, Any]] = {
     404: {"model": ErrorOut, "description": "No task has this id"},
 }
@@ -34,11 +33,7 @@ NOT_FOUND: dict[int | str, dict[str, Any]] = {
 @router.post(
     "",
     status_code=status.HTTP_201_CREATED,
-    responses={
-        400: {"model": ErrorOut, "description": "Body is not UTF-8 text"},
-        413: {"model": ErrorOut, "description": "Body over 1 MiB"},
-        **ERRORS,
-    },
+    responses={**BODY_ERRORS, **ERRORS},
 )
 async def create_task(
     body: TaskCreate,
@@ -46,9 +41,11 @@ async def create_task(
     engine: EngineDep,
     publisher: PublisherDep,
     settings: SettingsDep,
+    principal: PrincipalDep,
 ) -> TaskOut:
     """Store a task and queue it. Status PENDING once queued, NEW if the broker is unreachable."""
     new = NewTask(
+        owner_id=principal.user_id,
         title=body.title,
         description=body.description,
         priority=body.priority,
@@ -68,6 +65,10 @@ async def list_tasks(
     repo: RepositoryDep,
     status_: Annotated[list[TaskStatus] | None, Query(alias="status")] = None,
     priority: Annotated[list[TaskPriority] | None, Query()] = None,
+    owner: Annotated[
+        list[uuid.UUID] | None,
+        Query(description="Owners' user ids (admins; a member only ever sees their own)"),
+    ] = None,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
     offset: Annotated[int, Query(ge=0, le=1_000_000_000)] = 0,
     cursor: Annotated[
@@ -82,7 +83,12 @@ async def list_tasks(
     """
     after = pagination.decode(cursor) if cursor else None
     page = await repo.list_page(
-        statuses=status_ or (), priorities=priority or (), limit=limit, offset=offset, after=after
+        statuses=status_ or (),
+        priorities=priority or (),
+        owners=owner or (),
+        limit=limit,
+        offset=offset,
+        after=after,
     )
     more = len(page.items) == limit
     return TaskList(

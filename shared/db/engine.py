@@ -69,11 +69,17 @@ async def connect(engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
 @asynccontextmanager
 async def transaction(engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
     """A connection inside one READ COMMITTED transaction, for multi-statement work."""
-    async with connect(engine) as conn:
-        tx_conn = await conn.execution_options(isolation_level="READ COMMITTED")
-        with translate_unavailable():
-            async with tx_conn.begin():
-                yield tx_conn
+    async with connect(engine) as conn, in_transaction(conn) as tx_conn:
+        yield tx_conn
+
+
+@asynccontextmanager
+async def in_transaction(conn: AsyncConnection) -> AsyncIterator[AsyncConnection]:
+    """One READ COMMITTED transaction on a connection that otherwise autocommits."""
+    tx_conn = await conn.execution_options(isolation_level="READ COMMITTED")
+    with translate_unavailable():
+        async with tx_conn.begin():
+            yield tx_conn
 
 
 async def ping(engine: AsyncEngine) -> None:

@@ -1,15 +1,17 @@
 """Statistics: exact counts from the counters the transitions keep, and time windows read
 from recent history, both fast at millions of tasks."""
 
+import uuid
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import Interval, Select, bindparam, func, select
+from sqlalchemy import Interval, Select, Uuid, bindparam, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from shared.db.engine import translate_unavailable
 from shared.db.tables import task_counts, task_events, tasks
+from shared.db.write_path import OWNED
 from shared.domain.enums import TaskPriority, TaskStatus
 
 # The windows the throughput is reported over, and the one durations are taken from.
@@ -39,8 +41,15 @@ class Window:
     wait_p95_s: float | None
 
 
-_COUNTS = select(task_counts.c.status, task_counts.c.priority, func.sum(task_counts.c.n)).group_by(
-    task_counts.c.status, task_counts.c.priority
+_COUNTS = (
+    select(task_counts.c.status, task_counts.c.priority, func.sum(task_counts.c.n))
+    .where(
+        or_(
+            bindparam("owner", type_=Uuid()).is_(None),
+            task_counts.c.owner_id == bindparam("owner", type_=Uuid()),
+        )
+    )
+    .group_by(task_counts.c.status, task_counts.c.priority)
 )
 
 
@@ -70,7 +79,7 @@ def _window_statement() -> Select[*tuple[Any, ...]]:
             func.percentile_cont(0.95).within_group(wait).label("wait_p95"),
         )
         .select_from(task_events.join(tasks, tasks.c.id == task_events.c.task_id))
-        .where(recent, finished)
+        .where(recent, finished, OWNED)
     )
 
 
@@ -78,14 +87,16 @@ _WINDOW = _window_statement()
 
 
 class StatsRepository:
-    def __init__(self, conn: AsyncConnection) -> None:
+    def __init__(self, conn: AsyncConnection, *, owner: uuid.UUID | None = None) -> None:
+        """`owner`: count only that user's tasks (a member's scope); None counts all."""
         self._conn = conn
+        self._owner = owner
 
     async def counts(self) -> Counts:
         by_status = dict.fromkeys(TaskStatus, 0)
         by_priority = dict.fromkeys(TaskPriority, 0)
         with translate_unavailable():
-            rows = (await self._conn.execute(_COUNTS)).all()
+            rows = (await self._conn.execute(_COUNTS, {"owner": self._owner})).all()
         for status, priority, n in rows:
             by_status[TaskStatus(status)] += int(n)
             by_priority[TaskPriority(priority)] += int(n)
@@ -94,7 +105,8 @@ class StatsRepository:
     async def window(self) -> Window:
         longest = timedelta(minutes=max(WINDOWS_MIN))
         with translate_unavailable():
-            row = (await self._conn.execute(_WINDOW, {"longest": longest})).mappings().one()
+            values = {"longest": longest, "owner": self._owner}
+            row = (await self._conn.execute(_WINDOW, values)).mappings().one()
         per_minute = {
             minutes: {
                 TaskStatus(status): row[f"{status}_{minutes}"] / minutes for status in FINISHED

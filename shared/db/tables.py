@@ -7,9 +7,11 @@ from sqlalchemy import (
     Column,
     DateTime,
     Float,
+    ForeignKey,
     Identity,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     PrimaryKeyConstraint,
     SmallInteger,
@@ -22,7 +24,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects.postgresql import JSONB
 
-from shared.domain.enums import TaskPriority, TaskStatus
+from shared.domain.enums import Role, TaskPriority, TaskStatus
 
 TITLE_MAX_CHARS = 200
 DESCRIPTION_MAX_CHARS = 10_000
@@ -34,10 +36,18 @@ REASON_MAX_CHARS = 200
 # concurrent transitions rarely wait for each other on one hot row.
 COUNT_SHARDS = 16
 
+USER_NAME_MAX_CHARS = 100
+EMAIL_MAX_CHARS = 254
+KEY_NAME_MAX_CHARS = 100
+# The owner of the tasks that existed before users did (migration 0004); it cannot sign in.
+LEGACY_USER_ID = "00000000-0000-4000-8000-000000000000"
+
 metadata = MetaData(
     naming_convention={
         "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+        "uq": "uq_%(table_name)s_%(column_0_N_name)s",
         "ck": "ck_%(table_name)s_%(constraint_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
         "pk": "pk_%(table_name)s",
     }
 )
@@ -48,10 +58,41 @@ def _one_of(column: str, values: list[str]) -> str:
     return f"{column} IN ({listed})"
 
 
+users = Table(
+    "users",
+    metadata,
+    Column("id", Uuid, primary_key=True, server_default=text("gen_random_uuid()")),
+    Column("name", String(USER_NAME_MAX_CHARS), nullable=False, unique=True),
+    Column("email", String(EMAIL_MAX_CHARS), nullable=True),
+    Column("role", String(16), nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Column("disabled_at", DateTime(timezone=True), nullable=True),
+    CheckConstraint(f"char_length(name) BETWEEN 1 AND {USER_NAME_MAX_CHARS}", name="name_length"),
+    CheckConstraint(_one_of("role", [r.value for r in Role]), name="role"),
+)
+
+# A key is stored as its SHA-256 digest, never in clear; `prefix` lets a person tell keys
+# apart in listings. Lookups go by digest (unique), so no lookup depends on the prefix.
+api_keys = Table(
+    "api_keys",
+    metadata,
+    Column("id", Uuid, primary_key=True, server_default=text("gen_random_uuid()")),
+    Column("user_id", Uuid, ForeignKey("users.id", ondelete="CASCADE"), nullable=False),
+    Column("name", String(KEY_NAME_MAX_CHARS), nullable=False),
+    Column("prefix", String(16), nullable=False),
+    Column("digest", LargeBinary(32), nullable=False, unique=True),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Column("last_used_at", DateTime(timezone=True), nullable=True),
+    Column("expires_at", DateTime(timezone=True), nullable=True),
+    Column("revoked_at", DateTime(timezone=True), nullable=True),
+)
+Index("ix_api_keys_user_id", api_keys.c.user_id)
+
 tasks = Table(
     "tasks",
     metadata,
     Column("id", Uuid, primary_key=True, server_default=text("gen_random_uuid()")),
+    Column("owner_id", Uuid, ForeignKey("users.id"), nullable=False),
     Column("title", String(TITLE_MAX_CHARS), nullable=False),
     Column("description", Text, nullable=False, server_default=""),
     Column("priority", String(16), nullable=False),
@@ -99,6 +140,13 @@ Index(
     tasks.c.created_at.desc(),
     tasks.c.id.desc(),
 )
+# A member's own list, newest first.
+Index(
+    "ix_tasks_owner_id_created_at_id",
+    tasks.c.owner_id,
+    tasks.c.created_at.desc(),
+    tasks.c.id.desc(),
+)
 # Running tasks by lease end: the reaper's scan, and which tasks each worker runs.
 Index(
     "ix_tasks_in_progress_lease_expires_at",
@@ -120,22 +168,25 @@ task_events = Table(
     Column("attempt", Integer, nullable=False),
     Column("worker_id", String(WORKER_ID_MAX_CHARS), nullable=True),  # null: the API moved it
     Column("reason", String(REASON_MAX_CHARS), nullable=True),
+    # The user whose API request made the change (an admin acting on another's task shows).
+    Column("user_id", Uuid, nullable=True),
 )
 Index("ix_task_events_task_id_id", task_events.c.task_id, task_events.c.id)
 # Time-window statistics read recent events; rows arrive in time order, so a BRIN index
 # (a few pages, next to free to maintain) finds them.
 Index("ix_task_events_at", task_events.c.at, postgresql_using="brin")
 
-# Exact task counts per status and priority, kept by the transitions themselves: a count(*)
-# over a million rows takes longer than the stats endpoints may.
+# Exact task counts per owner, status and priority, kept by the transitions themselves: a
+# count(*) over a million rows takes longer than the stats endpoints may.
 task_counts = Table(
     "task_counts",
     metadata,
+    Column("owner_id", Uuid, nullable=False),
     Column("status", String(16), nullable=False),
     Column("priority", String(16), nullable=False),
     Column("shard", SmallInteger, nullable=False),
     Column("n", BigInteger, nullable=False),
-    PrimaryKeyConstraint("status", "priority", "shard"),
+    PrimaryKeyConstraint("owner_id", "status", "priority", "shard"),
 )
 
 workers = Table(

@@ -26,7 +26,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from shared.db.engine import translate_unavailable
 from shared.db.tables import tasks
-from shared.db.write_path import ACTOR, NEW_TASK_FIELDS, creation, transition
+from shared.db.write_path import ACTOR, NEW_TASK_FIELDS, OWNED, creation, transition
 from shared.domain import transitions as t
 from shared.domain.enums import TaskPriority, TaskStatus
 from shared.domain.errors import TaskAlreadyFinished, TaskNotFound
@@ -38,7 +38,7 @@ _LEASE_END = func.now() + bindparam("lease", type_=Interval())
 _FENCED = tasks.c.attempts == bindparam("attempt")
 _ERROR = bindparam("error", type_=Text())
 _CREATE = creation()
-_GET = select(tasks).where(tasks.c.id == bindparam("task_id"))
+_GET = select(tasks).where(tasks.c.id == bindparam("task_id"), OWNED)
 _PUBLISH = transition(t.PUBLISH)
 _CLAIM = transition(
     t.CLAIM,
@@ -75,7 +75,7 @@ _REAP = {
 }
 # The flag is set by both: it also stops a claim that races with the cancel.
 _CANCEL = {
-    move: transition(move, cancel_requested=True, **extra)
+    move: transition(move, OWNED, cancel_requested=True, **extra)
     for move, extra in (
         (t.CANCEL_QUEUED, {"completed_at": func.now()}),
         (t.REQUEST_CANCEL, {}),
@@ -93,10 +93,21 @@ PagePosition = tuple[datetime, uuid.UUID]
 class TaskRepository:
     """Reads and writes tasks on the connection it is given; the caller owns transactions."""
 
-    def __init__(self, conn: AsyncConnection, *, worker_id: str | None = None) -> None:
+    def __init__(
+        self,
+        conn: AsyncConnection,
+        *,
+        worker_id: str | None = None,
+        owner: uuid.UUID | None = None,
+        user_id: uuid.UUID | None = None,
+    ) -> None:
+        """`owner` limits every read and API change to that user's tasks (a member's
+        scope); None reaches all (admins, workers). `worker_id` and `user_id` say who
+        makes the changes, in their history rows."""
         self._conn = conn
-        # Who makes the changes: a worker's id, or None for the API. History rows say it.
         self._worker_id = worker_id
+        self._owner = owner
+        self._user_id = user_id
 
     async def create(self, new: NewTask) -> TaskRecord:
         values = {field: getattr(new, field) for field in NEW_TASK_FIELDS}
@@ -106,7 +117,8 @@ class TaskRepository:
         return record
 
     async def get(self, task_id: uuid.UUID) -> TaskRecord:
-        record = await self._one_or_none(_GET, {"task_id": task_id})
+        """The task, if it exists within this repository's scope; else TaskNotFound."""
+        record = await self._one_or_none(_GET, {"task_id": task_id, "owner": self._owner})
         if record is None:
             raise TaskNotFound(f"task {task_id} not found")
         return record
@@ -116,6 +128,7 @@ class TaskRepository:
         *,
         statuses: Collection[TaskStatus] = (),
         priorities: Collection[TaskPriority] = (),
+        owners: Collection[uuid.UUID] = (),
         limit: int,
         offset: int = 0,
         after: PagePosition | None = None,
@@ -126,6 +139,10 @@ class TaskRepository:
         first page; `offset` has to walk past every row it skips.
         """
         where: list[ColumnElement[bool]] = []
+        if self._owner is not None:
+            where.append(tasks.c.owner_id == self._owner)
+        if owners:
+            where.append(tasks.c.owner_id.in_(list(owners)))
         if statuses:
             where.append(tasks.c.status.in_([s.value for s in statuses]))
         if priorities:
@@ -153,7 +170,7 @@ class TaskRepository:
             counted = int((await self._conn.execute(capped)).scalar_one())
             if counted <= EXACT_COUNT_LIMIT:
                 return counted, True
-            # Filters are enum values the API validated, so literal binds are safe here.
+            # Filters are enum values and UUIDs, all validated: literal binds are safe here.
             sql = matching.compile(
                 dialect=self._conn.dialect, compile_kwargs={"literal_binds": True}
             )
@@ -282,7 +299,8 @@ class TaskRepository:
 
         `reason` may be among the values; without it the transition's own is written.
         """
-        return await self._one_or_none(statement, {"actor": self._worker_id, **values})
+        actors = {"actor": self._worker_id, "actor_user": self._user_id, "owner": self._owner}
+        return await self._one_or_none(statement, {**actors, **values})
 
     async def _many(self, statement: Any) -> list[TaskRecord]:
         with translate_unavailable():

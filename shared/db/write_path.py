@@ -18,11 +18,13 @@ from sqlalchemy import (
     ColumnElement,
     Select,
     String,
+    Uuid,
     bindparam,
     func,
     insert,
     literal,
     null,
+    or_,
     select,
     union_all,
     update,
@@ -34,12 +36,20 @@ from shared.db.tables import COUNT_SHARDS, task_counts, task_events, tasks
 from shared.domain.enums import TaskStatus
 from shared.domain.transitions import CREATED_REASON, Transition
 
-# Who made the change: a worker's id, or None for the API. Not named like a column: SQLAlchemy
-# would add an execute parameter named like a column to the UPDATE's SET clause.
+# Who made the change: a worker's id (None for the API), and the user whose request it was
+# (None for workers). Not named like columns: SQLAlchemy would add an execute parameter
+# named like a column to the UPDATE's SET clause.
 ACTOR = bindparam("actor", type_=String())
+ACTOR_USER = bindparam("actor_user", type_=Uuid())
+# API changes are limited to the caller's own tasks unless `owner` is None (an admin, a
+# worker): another owner's task is then simply not there, exactly like an unknown id.
+OWNED = or_(
+    bindparam("owner", type_=Uuid()).is_(None), tasks.c.owner_id == bindparam("owner", type_=Uuid())
+)
 
 # What a new task's INSERT binds; everything else takes the column's default.
 NEW_TASK_FIELDS = (
+    "owner_id",
     "title",
     "description",
     "priority",
@@ -54,6 +64,7 @@ def creation() -> Select[Any]:
     """INSERT a NEW task with its creation event and count; binds NEW_TASK_FIELDS."""
     values: dict[str, Any] = {field: bindparam(field) for field in NEW_TASK_FIELDS}
     values["params"] = bindparam("params", type_=JSONB())
+    values["owner_id"] = bindparam("owner_id", type_=Uuid())
     values["status"] = TaskStatus.NEW.value
     created = (
         insert(tasks)
@@ -106,7 +117,7 @@ def _recorded(changed: CTE, reason: str | None) -> Select[Any]:
     event = (
         insert(task_events)
         .from_select(
-            ["task_id", "from_status", "to_status", "attempt", "worker_id", "reason"],
+            ["task_id", "from_status", "to_status", "attempt", "worker_id", "reason", "user_id"],
             select(
                 changed.c.id,
                 changed.c.from_status,
@@ -114,6 +125,7 @@ def _recorded(changed: CTE, reason: str | None) -> Select[Any]:
                 changed.c.attempts,
                 ACTOR,
                 bindparam("reason", reason, type_=String()),
+                ACTOR_USER,
             ),
         )
         .cte("event")
@@ -129,16 +141,17 @@ def _counted(changed: CTE) -> CTE:
     """
     shard = (func.get_byte(func.uuid_send(changed.c.id), 15) % COUNT_SHARDS).label("shard")
     moved = changed.c.from_status.is_distinct_from(changed.c.status)
+    key = (changed.c.owner_id, changed.c.priority, shard)
     deltas = union_all(
-        select(changed.c.from_status.label("status"), changed.c.priority, shard, literal(-1)).where(
+        select(changed.c.from_status.label("status"), *key, literal(-1)).where(
             moved, changed.c.from_status.is_not(None)
         ),
-        select(changed.c.status, changed.c.priority, shard, literal(1)).where(moved),
+        select(changed.c.status, *key, literal(1)).where(moved),
     ).subquery("deltas")
     upsert = pg_insert(task_counts).from_select(
-        ["status", "priority", "shard", "n"], select(deltas).order_by(deltas.c.status)
+        ["status", "owner_id", "priority", "shard", "n"], select(deltas).order_by(deltas.c.status)
     )
     return upsert.on_conflict_do_update(
-        index_elements=["status", "priority", "shard"],
+        index_elements=["owner_id", "status", "priority", "shard"],
         set_={"n": task_counts.c.n + upsert.excluded.n},
     ).cte("counted")

@@ -44,3 +44,10 @@ class WorkerState(StrEnum):
     ONLINE = "online"  # seen within its last three heartbeat periods
     OFFLINE = "offline"  # not seen for three heartbeat periods: it died or is cut off
     STOPPED = "stopped"  # it shut down gracefully
+
+
+class Role(StrEnum):
+    """What a user may do."""
+
+    ADMIN = "admin"  # sees and acts on every task; manages users and workers
+    MEMBER = "member"  # sees and acts on their own tasks only

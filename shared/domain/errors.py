@@ -30,3 +30,27 @@ class BrokerUnavailable(TaskServiceError):
 
 class MalformedMessage(TaskServiceError):
     """The queue message is not a task message."""
+
+
+class NotAuthenticated(TaskServiceError):
+    """A valid API key is required: send it as `Authorization: Bearer <key>` or `X-API-Key`."""
+
+
+class Forbidden(TaskServiceError):
+    """Only an admin may do this."""
+
+
+class UserNotFound(TaskServiceError):
+    """No user has this id."""
+
+
+class NameTaken(TaskServiceError):
+    """A user with this name exists already."""
+
+
+class LastAdmin(TaskServiceError):
+    """The last active admin cannot be disabled or demoted."""
+
+
+class KeyNotFound(TaskServiceError):
+    """No API key of yours has this id."""

@@ -7,7 +7,7 @@ from typing import Any
 
 from sqlalchemy import RowMapping
 
-from shared.domain.enums import TaskPriority, TaskStatus, WorkerState
+from shared.domain.enums import Role, TaskPriority, TaskStatus, WorkerState
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,6 +28,7 @@ class TaskRecord:
     lost_attempts: int
     lease_expires_at: datetime | None
     worker_id: str | None
+    owner_id: uuid.UUID
     created_at: datetime
     updated_at: datetime
     started_at: datetime | None
@@ -64,6 +65,7 @@ class TaskPage:
 class NewTask:
     """What a client asks for; the service fills in the rest."""
 
+    owner_id: uuid.UUID
     title: str
     description: str
     priority: TaskPriority
@@ -85,6 +87,7 @@ class TaskEvent:
     attempt: int
     worker_id: str | None
     reason: str | None
+    user_id: uuid.UUID | None
 
     @classmethod
     def from_row(cls, row: RowMapping) -> "TaskEvent":
@@ -109,3 +112,50 @@ class WorkerRecord:
     failed: int
     state: WorkerState
     running: list[uuid.UUID]
+
+
+@dataclass(frozen=True, slots=True)
+class UserRecord:
+    id: uuid.UUID
+    name: str
+    email: str | None
+    role: Role
+    created_at: datetime
+    disabled_at: datetime | None
+
+    @classmethod
+    def from_row(cls, row: RowMapping) -> "UserRecord":
+        return cls(**{**dict(row), "role": Role(row["role"])})
+
+
+@dataclass(frozen=True, slots=True)
+class ApiKeyRecord:
+    """A key as listed: never its secret, nor its digest."""
+
+    id: uuid.UUID
+    user_id: uuid.UUID
+    name: str
+    prefix: str
+    created_at: datetime
+    last_used_at: datetime | None
+    expires_at: datetime | None
+    revoked_at: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    """Who a request acts for: the user behind a valid key."""
+
+    user_id: uuid.UUID
+    name: str
+    role: Role
+    key_id: uuid.UUID
+
+    @property
+    def is_admin(self) -> bool:
+        return self.role is Role.ADMIN
+
+    @property
+    def owner_scope(self) -> uuid.UUID | None:
+        """Whose tasks this principal may reach: its own, or (None) everybody's."""
+        return None if self.is_admin else self.user_id

@@ -30,12 +30,12 @@ async def submit(
     """Store and queue a task: PENDING once the broker confirmed it, NEW if it did not."""
     new = dataclasses.replace(new, timeout_seconds=_time_limit_s(new, settings))
     async with connect(engine) as conn:
-        task = await TaskRepository(conn).create(new)
+        task = await TaskRepository(conn, user_id=new.owner_id).create(new)
     log.info("task %s created (NEW)", task.id, extra=task_fields(task.id, "NEW"))
 
     async def mark_published(task_id: uuid.UUID) -> TaskRecord:
         async with connect(engine) as conn:
-            repo = TaskRepository(conn)
+            repo = TaskRepository(conn, user_id=new.owner_id)
             # None: a worker got the message first and moved the task on; report that.
             return await repo.mark_published(task_id) or await repo.get(task_id)
 

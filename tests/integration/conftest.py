@@ -13,12 +13,14 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from api.main import create_app
 from shared.db.engine import create_engine
 from shared.db.tasks import TaskRepository
+from shared.domain.enums import Role
 from shared.messaging.topology import declare_topology, topology
 from shared.settings import Settings
 from tests.support.processes import Process, StartWorker, start_worker
 from tests.support.proxy import TcpProxy
 from tests.support.services import host_port
-from tests.support.tasks import counts_by_status_and_priority, wait_log
+from tests.support.tasks import TEST_OWNER, counts_by_status_and_priority, wait_log
+from tests.support.users import auth, make_user
 
 
 @pytest.fixture(scope="session")
@@ -49,7 +51,13 @@ async def channel(amqp: AbstractConnection) -> AsyncIterator[AbstractChannel]:
 async def clean_state(engine: AsyncEngine, channel: AbstractChannel, settings: Settings) -> None:
     """Every test starts with no tasks and empty queues."""
     async with engine.connect() as conn:
-        await conn.execute(text("TRUNCATE tasks, task_events, task_counts, workers"))
+        await conn.execute(
+            text("TRUNCATE tasks, task_events, task_counts, workers, api_keys, users")
+        )
+        await conn.execute(
+            text("INSERT INTO users (id, name, role) VALUES (:id, 'test-owner', 'member')"),
+            {"id": TEST_OWNER},
+        )
     await declare_topology(channel, settings)
     for spec in topology(settings):
         await (await channel.get_queue(spec.name)).purge()
@@ -62,13 +70,21 @@ async def repo(engine: AsyncEngine) -> AsyncIterator[TaskRepository]:
 
 
 @contextlib.asynccontextmanager
-async def api_client(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
-    """The API in this process, lifespan included, over an in-memory transport."""
+async def api_client(
+    settings: Settings, key: str | None = None, wait_for_broker: bool = True
+) -> AsyncIterator[httpx.AsyncClient]:
+    """The API in this process, lifespan included, over an in-memory transport; it sends
+    `key`, or that of a new admin."""
     app = create_app(settings)
     async with app.router.lifespan_context(app):
-        await app.state.publisher.wait_connected(timeout_s=5)
+        if key is None:
+            _, key = await make_user(app.state.engine, Role.ADMIN)
+        if wait_for_broker:
+            await app.state.publisher.wait_connected(timeout_s=5)
         transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://api") as client:
+        async with httpx.AsyncClient(
+            transport=transport, base_url="http://api", headers=auth(key)
+        ) as client:
             yield client
 
 

@@ -10,10 +10,11 @@ import httpx
 import pytest
 from aio_pika.abc import AbstractChannel
 
-from api.main import create_app
 from shared.db.tasks import TaskRepository
 from shared.domain.enums import TaskPriority
+from shared.domain.keys import new_key
 from shared.settings import Settings
+from tests.integration.conftest import api_client
 
 URL = "/api/v1/tasks"
 
@@ -146,14 +147,11 @@ async def test_streamed_body_over_one_mebibyte_is_refused_with_413(
 async def test_broker_down_still_stores_the_task_as_new_quickly(settings: Settings) -> None:
     # Nothing listens on this port: the publisher can never connect.
     unreachable = settings.model_copy(update={"amqp_url": "amqp://guest:guest@127.0.0.1:1/"})
-    app = create_app(unreachable)
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://api") as client:
-            started = time.monotonic()
-            response = await client.post(URL, json={"title": "kept"})
-            elapsed_s = time.monotonic() - started
-            stored = await client.get(response.headers["location"])
+    async with api_client(unreachable, wait_for_broker=False) as client:
+        started = time.monotonic()
+        response = await client.post(URL, json={"title": "kept"})
+        elapsed_s = time.monotonic() - started
+        stored = await client.get(response.headers["location"])
 
     assert response.status_code == 201
     assert response.json()["status"] == "NEW"
@@ -165,13 +163,10 @@ async def test_database_down_answers_503_with_a_json_detail(settings: Settings) 
     unreachable = settings.model_copy(
         update={"database_url": "postgresql+asyncpg://postgres@127.0.0.1:1/none"}
     )
-    app = create_app(unreachable)
-    async with app.router.lifespan_context(app):
-        assert await app.state.publisher.wait_connected(timeout_s=5)
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://api") as client:
-            created = await client.post(URL, json={"title": "t"})
-            listed = await client.get(URL)
+    # No key can be checked either: the database that holds them is away.
+    async with api_client(unreachable, key=new_key()) as client:
+        created = await client.post(URL, json={"title": "t"})
+        listed = await client.get(URL)
 
     for response in (created, listed):
         assert response.status_code == 503

@@ -67,6 +67,7 @@ async def test_get_returns_every_field(client: httpx.AsyncClient) -> None:
 
     assert set(body) == {
         "id",
+        "owner_id",
         "title",
         "description",
         "priority",
@@ -148,12 +149,14 @@ async def test_a_malformed_cursor_is_refused_with_422(client: httpx.AsyncClient)
 async def test_totals_past_a_thousand_are_flagged_as_estimates(
     client: httpx.AsyncClient, engine: AsyncEngine
 ) -> None:
+    me = (await client.get("/api/v1/users/me")).json()["id"]
     async with engine.connect() as conn:
         await conn.execute(
             text(
-                "INSERT INTO tasks (title, priority, status, kind) "
-                "SELECT 'bulk', 'LOW', 'COMPLETED', 'simulate' FROM generate_series(1, 12000)"
-            )
+                "INSERT INTO tasks (owner_id, title, priority, status, kind) "
+                "SELECT :me, 'bulk', 'LOW', 'COMPLETED', 'simulate' FROM generate_series(1, 12000)"
+            ),
+            {"me": me},
         )
         await conn.execute(text("ANALYZE tasks"))
 

@@ -29,8 +29,14 @@ async def create(client: httpx.AsyncClient, **body: Any) -> uuid.UUID:
     return uuid.UUID(response.json()["id"])
 
 
+# The owner of the tasks tests store straight through the repository; every integration
+# test starts with this user in place (tests/integration/conftest.py).
+TEST_OWNER = uuid.UUID("00000000-0000-4000-8000-00000000000f")
+
+
 def new_task(**overrides: Any) -> NewTask:
     fields: dict[str, Any] = {
+        "owner_id": TEST_OWNER,
         "title": "t",
         "description": "",
         "priority": TaskPriority.MEDIUM,
@@ -62,6 +68,7 @@ def task_record(**overrides: Any) -> TaskRecord:
         "lost_attempts": 0,
         "lease_expires_at": None,
         "worker_id": None,
+        "owner_id": TEST_OWNER,
         "created_at": now,
         "updated_at": now,
         "started_at": now,

@@ -1,0 +1,90 @@
+"""The users aggregate: who may use the service, and in which role."""
+
+import uuid
+from typing import Any
+
+from sqlalchemy import bindparam, func, insert, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from shared.db.engine import translate_unavailable
+from shared.db.tables import users
+from shared.domain.enums import Role
+from shared.domain.errors import LastAdmin, NameTaken, UserNotFound
+from shared.domain.records import UserRecord
+
+_BY_ID = select(users).where(users.c.id == bindparam("user_id"))
+_BY_NAME = select(users).where(users.c.name == bindparam("name"))
+# Every active admin, locked: two admins demoting each other at once must not both win.
+_ACTIVE_ADMINS = (
+    select(users.c.id)
+    .where(users.c.role == Role.ADMIN.value, users.c.disabled_at.is_(None))
+    .with_for_update()
+)
+
+
+class UserRepository:
+    def __init__(self, conn: AsyncConnection) -> None:
+        self._conn = conn
+
+    async def create(self, *, name: str, email: str | None, role: Role) -> UserRecord:
+        statement = (
+            insert(users).values(name=name, email=email, role=role.value).returning(*users.c)
+        )
+        try:
+            with translate_unavailable():
+                row = (await self._conn.execute(statement)).mappings().one()
+        except IntegrityError as exc:
+            raise NameTaken(f"a user named {name!r} exists already") from exc
+        return UserRecord.from_row(row)
+
+    async def get(self, user_id: uuid.UUID) -> UserRecord:
+        return await self._one(_BY_ID, {"user_id": user_id}, f"user {user_id} not found")
+
+    async def by_name(self, name: str) -> UserRecord:
+        return await self._one(_BY_NAME, {"name": name}, f"no user is named {name!r}")
+
+    async def listing(self) -> list[UserRecord]:
+        statement = select(users).order_by(users.c.created_at, users.c.name)
+        with translate_unavailable():
+            rows = (await self._conn.execute(statement)).mappings().all()
+        return [UserRecord.from_row(row) for row in rows]
+
+    async def update(self, user_id: uuid.UUID, **changes: Any) -> UserRecord:
+        """Change email, role and/or disabled; call inside a transaction.
+
+        Refuses (LastAdmin) to demote or disable the last active admin.
+        """
+        current = await self.get(user_id)
+        values: dict[str, Any] = {}
+        if "email" in changes:
+            values["email"] = changes["email"]
+        if changes.get("role") is not None:
+            values["role"] = Role(changes["role"]).value
+        if changes.get("disabled") is not None:
+            keep = current.disabled_at if current.disabled_at else func.now()
+            values["disabled_at"] = keep if changes["disabled"] else None
+        if not values:
+            return current
+        if await self._would_leave_no_admin(current, values):
+            raise LastAdmin()
+        statement = update(users).where(users.c.id == user_id).values(**values)
+        with translate_unavailable():
+            row = (await self._conn.execute(statement.returning(*users.c))).mappings().one()
+        return UserRecord.from_row(row)
+
+    async def _would_leave_no_admin(self, current: UserRecord, values: dict[str, Any]) -> bool:
+        still_admin = values.get("role", current.role.value) == Role.ADMIN.value
+        still_active = values.get("disabled_at", current.disabled_at) is None
+        if still_admin and still_active:
+            return False
+        with translate_unavailable():
+            admins = set((await self._conn.execute(_ACTIVE_ADMINS)).scalars().all())
+        return admins <= {current.id}
+
+    async def _one(self, statement: Any, values: dict[str, Any], missing: str) -> UserRecord:
+        with translate_unavailable():
+            row = (await self._conn.execute(statement, values)).mappings().one_or_none()
+        if row is None:
+            raise UserNotFound(missing)
+        return UserRecord.from_row(row)

@@ -1,0 +1,27 @@
+"""Users and their API keys for tests, made through the repositories as the API makes them."""
+
+import uuid
+
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from shared.db.engine import transaction
+from shared.db.keys import KeyRepository
+from shared.db.users import UserRepository
+from shared.domain.enums import Role
+from shared.domain.records import UserRecord
+
+
+async def make_user(
+    engine: AsyncEngine, role: Role = Role.MEMBER, name: str | None = None
+) -> tuple[UserRecord, str]:
+    """A new user and its first key."""
+    async with transaction(engine) as conn:
+        user = await UserRepository(conn).create(
+            name=name or f"{role.value}-{uuid.uuid4().hex[:8]}", email=None, role=role
+        )
+        key, _ = await KeyRepository(conn).create(user_id=user.id, name="test key")
+    return user, key
+
+
+def auth(key: str) -> dict[str, str]:
+    return {"X-API-Key": key}
