@@ -28,11 +28,14 @@ import httpx
 
 from api import pagination
 from bench import bare
+from shared.db.engine import create_engine
+from shared.domain.enums import Role
 from shared.messaging.topology import topology
 from shared.settings import Settings
 from tests.support.databases import alembic, create_database, drop_database, plain_dsn
 from tests.support.processes import Process, free_port, start_api, start_worker, wait_ready
 from tests.support.services import find_services
+from tests.support.users import auth, make_user
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results" / "latest.json"
@@ -74,6 +77,7 @@ class Bench:
         self.api: Process | None = None
         self.workers: list[Process] = []
         self.results: Results = {}
+        self.key = ""  # an admin's API key, made once the database is migrated
 
     # --- processes -------------------------------------------------------------------------
     async def start_api(self) -> None:
@@ -105,6 +109,13 @@ class Bench:
     async def truncate(self) -> None:
         await self.sql("TRUNCATE tasks, task_events, task_counts, workers")
 
+    async def make_key(self) -> None:
+        engine = create_engine(self.settings, pool_size=1)
+        try:
+            _, self.key = await make_user(engine, Role.ADMIN, "bench")
+        finally:
+            await engine.dispose()
+
     async def wait_all_done(self, expected: int, timeout_s: float = 600) -> None:
         async def done() -> bool:
             rows = await self.sql("SELECT count(*) AS n FROM tasks WHERE status = 'COMPLETED'")
@@ -114,7 +125,7 @@ class Bench:
 
     # --- load --------------------------------------------------------------------------------
     def wrk(self, path: str, seconds: float, connections: int, post: bool = False) -> Results:
-        env = {**os.environ, **({"POST_BODY": CREATE_BODY} if post else {})}
+        env = {**os.environ, "API_KEY": self.key, **({"POST_BODY": CREATE_BODY} if post else {})}
         command = [
             "wrk",
             f"-t{min(2, connections)}",
@@ -134,7 +145,9 @@ class Bench:
 
     async def create_tasks(self, bodies: list[dict[str, Any]], concurrency: int = 16) -> None:
         gate = asyncio.Semaphore(concurrency)
-        async with httpx.AsyncClient(base_url=self.base_url, timeout=30) as client:
+        async with httpx.AsyncClient(
+            base_url=self.base_url, timeout=30, headers=auth(self.key)
+        ) as client:
 
             async def one(body: dict[str, Any]) -> None:
                 async with gate:
@@ -165,7 +178,9 @@ class Bench:
         self.start_workers(self.args.workers)
         await asyncio.sleep(1)  # let the workers connect before the clock starts
         count = int(rate_per_s * seconds)
-        async with httpx.AsyncClient(base_url=self.base_url, timeout=30) as client:
+        async with httpx.AsyncClient(
+            base_url=self.base_url, timeout=30, headers=auth(self.key)
+        ) as client:
             started = time.monotonic()
             pending = []
             for n in range(count):
@@ -411,6 +426,7 @@ async def main(args: argparse.Namespace) -> None:
         started = time.monotonic()
         try:
             await asyncio.to_thread(alembic, url, "upgrade", "head")
+            await bench.make_key()
             steps = {
                 "create_and_drain": bench.create_and_drain,
                 "end_to_end": bench.end_to_end,

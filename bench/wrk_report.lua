@@ -1,5 +1,6 @@
 -- Shared by every wrk run of `make bench`: prints one JSON line the runner parses.
--- POST_BODY in the environment turns the requests into task creations.
+-- POST_BODY in the environment turns the requests into task creations; API_KEY is sent.
+wrk.headers["X-API-Key"] = os.getenv("API_KEY")
 local body = os.getenv("POST_BODY")
 if body then
   wrk.method = "POST"

@@ -21,7 +21,7 @@ from sqlalchemy import select, text
 
 from shared.db.engine import create_engine
 from shared.db.tables import tasks
-from shared.domain.enums import TERMINAL_STATUSES
+from shared.domain.enums import TERMINAL_STATUSES, Role
 from shared.messaging.topology import topology
 from shared.settings import Settings
 from tests.support.databases import alembic, create_database, drop_database
@@ -29,6 +29,7 @@ from tests.support.processes import Process, free_port, start_api, start_worker,
 from tests.support.proxy import TcpProxy, through
 from tests.support.services import find_services, host_port
 from tests.support.tasks import counts_by_status_and_priority
+from tests.support.users import auth, make_user
 
 WORKER_ENV = {"LEASE_SECONDS": "3", "WORKER_SHUTDOWN_TIMEOUT_SECONDS": "2"}
 CHAOS_WINDOW_S = 300  # faults stop once every task settled, or after this long
@@ -74,7 +75,7 @@ class Chaos:
         await self.db.cut()
 
 
-async def submit(base_url: str, count: int, rng: random.Random) -> list[uuid.UUID]:
+async def submit(base_url: str, key: str, count: int, rng: random.Random) -> list[uuid.UUID]:
     """Create `count` tasks, 16 at a time; a refused create (503 during a cut) is retried."""
     accepted: list[uuid.UUID] = []
     gate = asyncio.Semaphore(16)
@@ -92,7 +93,7 @@ async def submit(base_url: str, count: int, rng: random.Random) -> list[uuid.UUI
                     return
                 await asyncio.sleep(0.2)
 
-    async with httpx.AsyncClient(base_url=base_url, timeout=10) as client:
+    async with httpx.AsyncClient(base_url=base_url, timeout=10, headers=auth(key)) as client:
         await asyncio.gather(*(one(client, n) for n in range(count)))
     return accepted
 
@@ -172,7 +173,7 @@ async def main(count: int, workers: int, seed: int) -> int:
             stop = asyncio.Event()
             chaos_task = asyncio.create_task(chaos.run(stop))
             started = time.monotonic()
-            accepted = await submit(base_url, count, rng)
+            accepted = await submit(base_url, await _admin_key(settings), count, rng)
             # Faults go on while the backlog drains, then stop; the rest must settle in time.
             await tally(settings, accepted, deadline_s=CHAOS_WINDOW_S)
             stop.set()
@@ -190,6 +191,15 @@ async def main(count: int, workers: int, seed: int) -> int:
     unexplained = counts["re-run after a lost lease"] > 2 * chaos.events["kill"]
     broken = counts["counters off"] or counts["history off"]
     return 1 if counts["lost"] or counts["run twice"] or unexplained or broken else 0
+
+
+async def _admin_key(settings: Settings) -> str:
+    engine = create_engine(settings, pool_size=1)
+    try:
+        _, key = await make_user(engine, Role.ADMIN, "chaos")
+    finally:
+        await engine.dispose()
+    return key
 
 
 async def _delete_queues(settings: Settings) -> None:

@@ -41,8 +41,9 @@ async def ensure_database(database_url: str) -> None:
 async def ensure_admin_key() -> None:
     """Leave a newcomer one command away from a working key: a local `admin` user, its key
     in ADMIN_KEY_FILE (mode 600), made once."""
+    shown = os.path.relpath(ADMIN_KEY_FILE)  # noqa: ASYNC240 - string work, no I/O
     if ADMIN_KEY_FILE.exists():
-        print(f"admin key: {ADMIN_KEY_FILE.relative_to(ROOT)}", flush=True)
+        print(f"admin key: {shown}", flush=True)
         return
     try:
         key = await create_user(LOCAL_ADMIN, admin=True, email=None)
@@ -51,12 +52,8 @@ async def ensure_admin_key() -> None:
     ADMIN_KEY_FILE.parent.mkdir(mode=0o700, exist_ok=True)
     ADMIN_KEY_FILE.touch(mode=0o600)
     ADMIN_KEY_FILE.write_text(key + "\n")
-    print(f"created the local admin's key in {ADMIN_KEY_FILE.relative_to(ROOT)} (mode 600)")
-    print(
-        f'try: curl -H "X-API-Key: $(cat {ADMIN_KEY_FILE.relative_to(ROOT)})" '
-        "localhost:8000/api/v1/tasks",
-        flush=True,
-    )
+    print(f"created the local admin's key in {shown} (mode 600); try:")
+    print(f'  curl -H "X-API-Key: $(cat {shown})" localhost:8000/api/v1/tasks', flush=True)
 
 
 def _interrupt(signum: int, frame: object) -> None:

@@ -2,14 +2,29 @@
 containers (LOG_FORMAT=json), with task_id, status, attempt and worker_id where they apply."""
 
 import logging
+import re
 import sys
 
 from pythonjsonlogger.json import JsonFormatter
 
+from shared.domain.keys import KEY_PREFIX
 from shared.settings import Settings
+
+KEY_PATTERN = re.compile(re.escape(KEY_PREFIX) + r"[A-Za-z0-9_\-]{8,}")
 
 TEXT_FORMAT = "%(asctime)s %(levelname)-7s %(name)s: %(message)s"
 JSON_FIELDS = "%(levelname)s %(name)s %(message)s"
+
+
+class RedactKeys(logging.Filter):
+    """Replaces anything shaped like an API key with `tq_[redacted]`, whatever logged it: a
+    client that puts its key in a URL must not get it into the access log."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if KEY_PREFIX in message:
+            record.msg, record.args = KEY_PATTERN.sub(f"{KEY_PREFIX}[redacted]", message), None
+        return True
 
 
 class StaticFields(logging.Filter):
@@ -49,6 +64,7 @@ def configure_logging(settings: Settings, **process_fields: str) -> None:
         )
     else:
         handler.setFormatter(logging.Formatter(TEXT_FORMAT))
+    handler.addFilter(RedactKeys())
     if process_fields:
         handler.addFilter(StaticFields(**process_fields))
     logging.basicConfig(level=settings.log_level, handlers=[handler], force=True)

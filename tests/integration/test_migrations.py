@@ -1,12 +1,17 @@
 """Alembic: upgrade head builds exactly the schema in shared/tables.py, and downgrade undoes it."""
 
+import asyncio
 import uuid
 from collections.abc import Iterator
 
+import asyncpg
 import pytest
 
-from tests.support.databases import alembic, create_database, drop_database
+from shared.db.tables import LEGACY_USER_ID
+from tests.support.databases import alembic, create_database, drop_database, plain_dsn
 from tests.support.services import Services
+
+LEGACY = uuid.UUID(LEGACY_USER_ID)
 
 
 @pytest.fixture
@@ -35,3 +40,38 @@ def test_downgrade_to_base_and_upgrade_again_round_trips(empty_database: str) ->
     assert after_downgrade == ""
     # Upgrading again would fail on a leftover table or index: downgrade removed them all.
     assert "(head)" in after_upgrade
+
+
+async def test_existing_tasks_get_the_legacy_owner_and_survive_down_and_up_again(
+    empty_database: str,
+) -> None:
+    await asyncio.to_thread(alembic, empty_database, "upgrade", "0003")
+    conn = await asyncpg.connect(plain_dsn(empty_database))
+    try:
+        await conn.execute(
+            "INSERT INTO tasks (title, priority, status, kind) "
+            "SELECT 'old', p, s, 'simulate' FROM unnest(ARRAY['LOW','HIGH','HIGH']) AS p, "
+            "unnest(ARRAY['COMPLETED','PENDING']) AS s"
+        )
+        await conn.execute(
+            "INSERT INTO task_counts (status, priority, shard, n) "
+            "SELECT status, priority, 0, count(*) FROM tasks GROUP BY status, priority"
+        )
+
+        await asyncio.to_thread(alembic, empty_database, "upgrade", "head")
+        owners = await conn.fetch("SELECT owner_id, count(*) AS n FROM tasks GROUP BY owner_id")
+        legacy = await conn.fetchrow("SELECT name, disabled_at FROM users WHERE id = $1", LEGACY)
+        counted = await conn.fetchval("SELECT sum(n) FROM task_counts WHERE owner_id = $1", LEGACY)
+
+        await asyncio.to_thread(alembic, empty_database, "downgrade", "0003")
+        after_down = await conn.fetchval("SELECT count(*) FROM tasks")
+        counts_down = await conn.fetchval("SELECT sum(n) FROM task_counts")
+        await asyncio.to_thread(alembic, empty_database, "upgrade", "head")
+        after_up = await conn.fetchval("SELECT count(*) FROM tasks WHERE owner_id = $1", LEGACY)
+    finally:
+        await conn.close()
+
+    assert [(row["owner_id"], row["n"]) for row in owners] == [(LEGACY, 6)]
+    assert legacy["name"] == "legacy" and legacy["disabled_at"] is not None
+    assert counted == counts_down == 6
+    assert after_down == after_up == 6
