@@ -13,8 +13,12 @@ import uuid
 import aio_pika
 import asyncpg
 
-INSERT = """INSERT INTO tasks (title, priority, status, kind, params)
-            VALUES ('bare', 'MEDIUM', 'NEW', 'simulate', '{"duration": 0}') RETURNING id"""
+from shared.db.tables import LEGACY_USER_ID
+
+# Owned by the `legacy` user every migrated database has.
+INSERT = f"""INSERT INTO tasks (owner_id, title, priority, status, kind, params)
+             VALUES ('{LEGACY_USER_ID}', 'bare', 'MEDIUM', 'NEW', 'simulate', '{{"duration": 0}}')
+             RETURNING id"""
 PUBLISHED = "UPDATE tasks SET status = 'PENDING' WHERE id = $1 AND status = 'NEW'"
 CLAIM = """UPDATE tasks SET status = 'IN_PROGRESS', started_at = now(), attempts = attempts + 1
            WHERE id = $1 AND status IN ('NEW', 'PENDING') RETURNING attempts"""
