@@ -61,8 +61,8 @@ SELECT task_id, at, from_status, to_status, attempt, reason FROM (
 ) AS events ORDER BY at
 """
 COUNTS_OF_LOADED_TASKS = """
-INSERT INTO task_counts (status, priority, shard, n)
-SELECT status, priority, 0, count(*) FROM tasks GROUP BY status, priority
+INSERT INTO task_counts (owner_id, status, priority, shard, n)
+SELECT owner_id, status, priority, 0, count(*) FROM tasks GROUP BY owner_id, status, priority
 """
 
 
@@ -78,6 +78,7 @@ class Bench:
         self.workers: list[Process] = []
         self.results: Results = {}
         self.key = ""  # an admin's API key, made once the database is migrated
+        self.admin_id: uuid.UUID | None = None
 
     # --- processes -------------------------------------------------------------------------
     async def start_api(self) -> None:
@@ -112,7 +113,8 @@ class Bench:
     async def make_key(self) -> None:
         engine = create_engine(self.settings, pool_size=1)
         try:
-            _, self.key = await make_user(engine, Role.ADMIN, "bench")
+            admin, self.key = await make_user(engine, Role.ADMIN, "bench")
+            self.admin_id = admin.id
         finally:
             await engine.dispose()
 
@@ -277,6 +279,7 @@ class Bench:
             records.append(
                 (
                     uuid.uuid4(),
+                    self.admin_id,
                     "bulk",
                     rng.choice(("LOW", "MEDIUM", "HIGH")),
                     status,
@@ -296,6 +299,7 @@ class Bench:
                 records=records,
                 columns=[
                     "id",
+                    "owner_id",
                     "title",
                     "priority",
                     "status",
