@@ -38,7 +38,7 @@ async def ensure_database(database_url: str) -> None:
         await admin.close()
 
 
-async def ensure_admin_key() -> None:
+async def ensure_admin_key(port: str = "8000") -> None:
     """Leave a newcomer one command away from a working key: a local `admin` user, its key
     in ADMIN_KEY_FILE (mode 600), made once."""
     shown = os.path.relpath(ADMIN_KEY_FILE)  # noqa: ASYNC240 - string work, no I/O
@@ -53,7 +53,7 @@ async def ensure_admin_key() -> None:
     ADMIN_KEY_FILE.touch(mode=0o600)
     ADMIN_KEY_FILE.write_text(key + "\n")
     print(f"created the local admin's key in {shown} (mode 600); try:")
-    print(f'  curl -H "X-API-Key: $(cat {shown})" localhost:8000/api/v1/tasks', flush=True)
+    print(f'  curl -H "X-API-Key: $(cat {shown})" localhost:{port}/api/v1/tasks', flush=True)
 
 
 def _interrupt(signum: int, frame: object) -> None:
@@ -64,9 +64,9 @@ def main() -> int:
     settings = get_settings()
     asyncio.run(ensure_database(settings.database_url))
     subprocess.run([sys.executable, "-m", "alembic", "upgrade", "head"], cwd=ROOT, check=True)
-    asyncio.run(ensure_admin_key())
-    workers = int(os.environ.get("WORKERS", "2"))
     port = os.environ.get("PORT", "8000")
+    asyncio.run(ensure_admin_key(port))
+    workers = int(os.environ.get("WORKERS", "2"))
     api = [sys.executable, "-m", "uvicorn", "api.main:app", "--host", "127.0.0.1", "--port", port]
     children = [subprocess.Popen(api, cwd=ROOT)]
     # Each worker serves its metrics on a port of its own: 9100, 9101, ...
