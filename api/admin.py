@@ -18,9 +18,8 @@ from shared.db.keys import KeyRepository
 from shared.db.users import UserRepository
 from shared.domain.enums import Role
 from shared.domain.errors import DatabaseUnavailable, NameTaken, UserNotFound
+from shared.services.accounts import open_account
 from shared.settings import get_settings
-
-FIRST_KEY_NAME = "first key"
 
 
 async def create_user(name: str, *, admin: bool, email: str | None) -> str:
@@ -29,8 +28,7 @@ async def create_user(name: str, *, admin: bool, email: str | None) -> str:
     engine = create_engine(get_settings(), pool_size=1)
     try:
         async with transaction(engine) as conn:
-            user = await UserRepository(conn).create(name=name, email=email, role=role)
-            key, _ = await KeyRepository(conn).create(user_id=user.id, name=FIRST_KEY_NAME)
+            user, key, _ = await open_account(conn, name=name, email=email, role=role)
     finally:
         await engine.dispose()
     _say(f"created {role.value} {name!r} ({user.id})")
@@ -77,8 +75,8 @@ def _parser() -> argparse.ArgumentParser:
     key = commands.add_parser("create-key", help="a new key for a user; prints it")
     key.add_argument("name", help="the user's name")
     key.add_argument("--key-name", default="cli key", help="a label for the key")
-    revoke = commands.add_parser("revoke-key", help="revoke the keys starting with PREFIX")
-    revoke.add_argument("prefix", help="the first characters, as listed (e.g. tq_Ab12Cd34)")
+    revoke = commands.add_parser("revoke-key", help="revoke the key listed with PREFIX")
+    revoke.add_argument("prefix", help="the 11 characters listed as its prefix (tq_Ab12Cd34)")
     return parser
 
 

@@ -6,6 +6,7 @@ need no lookup, and a revoked key or a disabled user stops working within that t
 every API process.
 """
 
+import asyncio
 import time
 from typing import Annotated
 
@@ -27,11 +28,21 @@ CACHE_MAX_KEYS = 10_000
 
 
 class KeyCache:
-    """Valid keys' principals, by digest, for a short time. Invalid keys are not cached."""
+    """Valid keys' principals, by digest, for a short time. Invalid keys are not cached.
+
+    When an entry runs out, one request looks the key up again while the others with the
+    same key wait for it (`refreshing`), instead of all of them asking the database.
+    """
 
     def __init__(self, ttl_s: float) -> None:
         self._ttl_s = ttl_s
         self._entries: dict[bytes, tuple[float, Principal]] = {}
+        self._locks: dict[bytes, asyncio.Lock] = {}
+
+    def refreshing(self, digest: bytes) -> asyncio.Lock:
+        if len(self._locks) >= CACHE_MAX_KEYS:
+            self._locks = {d: lock for d, lock in self._locks.items() if lock.locked()}
+        return self._locks.setdefault(digest, asyncio.Lock())
 
     def get(self, digest: bytes) -> Principal | None:
         entry = self._entries.get(digest)
@@ -51,12 +62,16 @@ async def principal_of(engine: AsyncEngine, cache: KeyCache, key: str | None) ->
         raise NotAuthenticated()
     digest = keys.digest(key)
     principal = cache.get(digest)
-    if principal is None:
-        async with connect(engine) as conn:
-            principal = await KeyRepository(conn).principal(key)
+    if principal is not None:
+        return principal
+    async with cache.refreshing(digest):
+        principal = cache.get(digest)  # another request may have just looked it up
         if principal is None:
-            raise NotAuthenticated()
-        cache.put(digest, principal)
+            async with connect(engine) as conn:
+                principal = await KeyRepository(conn).principal(key)
+            if principal is None:
+                raise NotAuthenticated()
+            cache.put(digest, principal)
     return principal
 
 

@@ -46,7 +46,10 @@ async def get_connection(
 ConnectionDep = Annotated[AsyncConnection, Depends(get_connection)]
 
 
-async def get_repository(conn: ConnectionDep, principal: PrincipalDep) -> TaskRepository:
+# The principal comes first: FastAPI resolves dependencies in order, and a key lookup (on a
+# cache miss) borrows a pooled connection of its own. Resolved after ConnectionDep, every
+# request would briefly hold two, and a burst of them could exhaust the pool.
+async def get_repository(principal: PrincipalDep, conn: ConnectionDep) -> TaskRepository:
     """The caller's tasks: a member's own, an admin's all; changes are recorded as theirs."""
     return TaskRepository(conn, owner=principal.owner_scope, user_id=principal.user_id)
 
@@ -59,7 +62,7 @@ async def get_workers(conn: ConnectionDep) -> WorkerRepository:
     return WorkerRepository(conn)
 
 
-async def get_stats(conn: ConnectionDep, principal: PrincipalDep) -> StatsRepository:
+async def get_stats(principal: PrincipalDep, conn: ConnectionDep) -> StatsRepository:
     return StatsRepository(conn, owner=principal.owner_scope)
 
 

@@ -84,6 +84,7 @@ async def run_worker(settings: Settings, identity: str, stop: asyncio.Event | No
         log.info("worker consuming %r (prefetch %d)", settings.queue_name, settings.worker_prefetch)
         await stop.wait()
         await _shut_down(queue, consumer_tag, consumer, settings)
+        await loops.stop()  # no heartbeat may add the same counts as the last word below
         await _deregister(engine, identity, consumer)
     finally:
         await loops.stop()

@@ -10,15 +10,14 @@ from api.deps import ConnectionDep, UsersDep
 from api.errors import AUTH_ERRORS, BODY_ERRORS, ERRORS
 from api.schemas import ErrorOut, KeyCreated, UserCreate, UserCreated, UserList, UserOut, UserPatch
 from shared.db.engine import in_transaction
-from shared.db.keys import KeyRepository
 from shared.db.users import UserRepository
+from shared.services.accounts import open_account
 
 router = APIRouter(prefix="/api/v1/users", tags=["users"], responses={**AUTH_ERRORS, **ERRORS})
 
 NOT_FOUND: dict[int | str, dict[str, Any]] = {
     404: {"model": ErrorOut, "description": "No user has this id"}
 }
-FIRST_KEY_NAME = "first key"
 
 
 @router.post(
@@ -29,8 +28,9 @@ FIRST_KEY_NAME = "first key"
 async def create_user(body: UserCreate, admin: AdminDep, conn: ConnectionDep) -> UserCreated:
     """Admin: create a user with its first API key, which is shown this once."""
     async with in_transaction(conn):
-        user = await UserRepository(conn).create(name=body.name, email=body.email, role=body.role)
-        key, record = await KeyRepository(conn).create(user_id=user.id, name=FIRST_KEY_NAME)
+        user, key, record = await open_account(
+            conn, name=body.name, email=body.email, role=body.role
+        )
     return UserCreated(
         user=UserOut.model_validate(user),
         key=KeyCreated.of(record, key),

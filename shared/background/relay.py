@@ -22,28 +22,45 @@ from shared.settings import Settings
 log = logging.getLogger(__name__)
 
 BACKLOG = Gauge("taskq_relay_backlog", "NEW tasks: stored, their message not yet confirmed")
-BATCH_SIZE = 100  # rows locked per transaction; a full batch is followed at once by the next
+BATCH_SIZE = 100  # tasks per relay step; a full batch is followed at once by the next
 
 
 async def relay_once(
     engine: AsyncEngine, publisher: Publisher, settings: Settings, worker_id: str | None = None
 ) -> int:
-    """Publish up to one batch of NEW tasks; returns how many went out."""
-    # Leave the create path time to publish its own task (and give up) first.
-    grace_s = settings.publish_timeout_seconds + 1
+    """Publish up to BATCH_SIZE NEW tasks, one transaction each; returns how many went out.
+
+    One task per transaction: marking a task published also moves the owner's counters,
+    and a transaction that held those rows across a batch of publishes would make other
+    relays (which lock them in another order) deadlock, and creates wait behind it.
+    """
     published = 0
-    async with transaction(engine) as conn:
-        repo = TaskRepository(conn, worker_id=worker_id)
-        for task in await repo.unpublished(older_than_s=grace_s, limit=BATCH_SIZE):
-            try:
-                await dispatch(publisher, task, repo.mark_published)
-            except BrokerUnavailable as exc:
-                log.warning("relay stopped: %s", exc)
+    while published < BATCH_SIZE:
+        try:
+            if not await _relay_one(engine, publisher, settings, worker_id):
                 break
-            published += 1
+        except BrokerUnavailable as exc:
+            log.warning("relay stopped: %s", exc)
+            break
+        published += 1
     if published:
         log.info("relay published %d NEW task(s)", published)
     return published
+
+
+async def _relay_one(
+    engine: AsyncEngine, publisher: Publisher, settings: Settings, worker_id: str | None
+) -> bool:
+    """Publish the oldest NEW task no other relay holds; False when there is none."""
+    # Leave the create path time to publish its own task (and give up) first.
+    grace_s = settings.publish_timeout_seconds + 1
+    async with transaction(engine) as conn:
+        repo = TaskRepository(conn, worker_id=worker_id)
+        found = await repo.unpublished(older_than_s=grace_s, limit=1)
+        if not found:
+            return False
+        await dispatch(publisher, found[0], repo.mark_published)
+    return True
 
 
 def relay_loop(

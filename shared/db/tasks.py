@@ -75,11 +75,13 @@ _REAP = {
 }
 # The flag is set by both: it also stops a claim that races with the cancel.
 _CANCEL = {
-    move: transition(move, OWNED, cancel_requested=True, **extra)
-    for move, extra in (
-        (t.CANCEL_QUEUED, {"completed_at": func.now()}),
-        (t.REQUEST_CANCEL, {}),
-    )
+    t.CANCEL_QUEUED: transition(
+        t.CANCEL_QUEUED, OWNED, cancel_requested=True, completed_at=func.now()
+    ),
+    # Once: asking again changes nothing and writes no second history row.
+    t.REQUEST_CANCEL: transition(
+        t.REQUEST_CANCEL, OWNED, ~tasks.c.cancel_requested, cancel_requested=True
+    ),
 }
 
 
@@ -279,8 +281,8 @@ class TaskRepository:
                 if record is not None:
                     return record
             current = await self.get(task_id)
-            if current.status is TaskStatus.CANCELLED:
-                return current
+            if current.status is TaskStatus.CANCELLED or current.cancel_requested:
+                return current  # cancelled, or its worker was asked already
             if current.status.is_terminal:
                 raise TaskAlreadyFinished(f"task {task_id} is already {current.status.value}")
             # It moved between the two statements (a retry went back to PENDING): again.

@@ -74,6 +74,8 @@ class UserRepository:
         return UserRecord.from_row(row)
 
     async def _would_leave_no_admin(self, current: UserRecord, values: dict[str, Any]) -> bool:
+        if current.role is not Role.ADMIN or current.disabled_at is not None:
+            return False  # not an active admin now: the count of them cannot drop
         still_admin = values.get("role", current.role.value) == Role.ADMIN.value
         still_active = values.get("disabled_at", current.disabled_at) is None
         if still_admin and still_active:

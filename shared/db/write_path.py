@@ -95,9 +95,11 @@ def transition(move: Transition, *conditions: ColumnElement[bool], **values: Any
         return _recorded(changed, move.reason)
     # Several sources: the history needs the one the task was in. UPDATE ... RETURNING
     # only sees the new row, so lock and read the old status in the same statement.
+    # The guard here too: a row the change may not touch (another owner's, say) is not
+    # even locked. PostgreSQL re-checks it after waiting for the lock.
     before = (
         select(tasks.c.id, tasks.c.status)
-        .where(tasks.c.id == bindparam("task_id"))
+        .where(tasks.c.id == bindparam("task_id"), *guard)
         .with_for_update()
         .cte("before")
     )

@@ -119,7 +119,12 @@ class Publisher:
                 finally:
                     if not channel.is_closed:
                         await channel.close()
-        except (TimeoutError, ConnectionError, aio_pika.exceptions.AMQPError) as exc:
+        except (
+            TimeoutError,
+            ConnectionError,
+            aio_pika.exceptions.AMQPError,
+            aiormq.exceptions.ChannelInvalidStateError,
+        ) as exc:
             log.warning("could not read queue depths: %r", exc)
             return None
 

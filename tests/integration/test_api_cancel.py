@@ -62,3 +62,17 @@ async def test_finished_task_cannot_be_cancelled(
 async def test_cancelling_an_unknown_task_is_404(client: httpx.AsyncClient) -> None:
     response = await client.delete(f"{URL}/{uuid.uuid4()}")
     assert response.status_code == 404
+
+
+async def test_asking_a_running_task_to_cancel_twice_records_one_request(
+    client: httpx.AsyncClient, repo: TaskRepository
+) -> None:
+    task_id = await create(client)
+    await repo.claim(task_id, lease_s=30)
+
+    first = await client.delete(f"{URL}/{task_id}")
+    second = await client.delete(f"{URL}/{task_id}")
+
+    assert first.status_code == second.status_code == 202
+    events = (await client.get(f"{URL}/{task_id}/events")).json()["items"]
+    assert [e["reason"] for e in events].count("cancel requested") == 1

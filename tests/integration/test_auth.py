@@ -176,7 +176,7 @@ async def test_keys_are_listed_without_secrets_and_revoked_only_by_their_owner_o
     listed = (await client.get("/api/v1/keys", headers=auth(alice))).json()["items"]
 
     assert made.status_code == 201 and made.json()["key"].startswith("tq_")
-    assert {k["name"] for k in listed} == {"test key", "ci"}
+    assert {k["name"] for k in listed} == {"first key", "ci"}
     assert all(set(k) == set(listed[0]) and "key" not in k and "digest" not in k for k in listed)
     ci = made.json()["id"]
     assert (await client.delete(f"/api/v1/keys/{ci}", headers=auth(bob))).status_code == 404

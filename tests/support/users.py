@@ -5,10 +5,9 @@ import uuid
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from shared.db.engine import transaction
-from shared.db.keys import KeyRepository
-from shared.db.users import UserRepository
 from shared.domain.enums import Role
 from shared.domain.records import UserRecord
+from shared.services.accounts import open_account
 
 
 async def make_user(
@@ -16,10 +15,9 @@ async def make_user(
 ) -> tuple[UserRecord, str]:
     """A new user and its first key."""
     async with transaction(engine) as conn:
-        user = await UserRepository(conn).create(
-            name=name or f"{role.value}-{uuid.uuid4().hex[:8]}", email=None, role=role
+        user, key, _ = await open_account(
+            conn, name=name or f"{role.value}-{uuid.uuid4().hex[:8]}", email=None, role=role
         )
-        key, _ = await KeyRepository(conn).create(user_id=user.id, name="test key")
     return user, key
 
 
