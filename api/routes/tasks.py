@@ -122,18 +122,26 @@ async def get_task_events(
     )
 
 
-@router.delete(
-    "/{task_id}",
-    responses={
-        202: {"model": TaskOut, "description": "Running: its worker will stop it"},
-        409: {"model": ErrorOut, "description": "Already COMPLETED or FAILED"},
-        **NOT_FOUND,
-        **ERRORS,
-    },
-)
+CANCEL_RESPONSES: dict[int | str, dict[str, Any]] = {
+    202: {"model": TaskOut, "description": "Running: its worker will stop it"},
+    409: {"model": ErrorOut, "description": "Already COMPLETED or FAILED"},
+    **NOT_FOUND,
+    **ERRORS,
+}
+
+
+@router.delete("/{task_id}", responses=CANCEL_RESPONSES)
 async def cancel_task(task_id: uuid.UUID, response: Response, repo: RepositoryDep) -> TaskOut:
     """Cancel (never erase) a task: at once if queued, by its worker if running."""
     task = await repo.cancel(task_id)
     if task.status is TaskStatus.IN_PROGRESS:
         response.status_code = status.HTTP_202_ACCEPTED
     return TaskOut.model_validate(task)
+
+
+@router.post("/{task_id}/cancel", responses=CANCEL_RESPONSES)
+async def cancel_task_by_post(
+    task_id: uuid.UUID, response: Response, repo: RepositoryDep
+) -> TaskOut:
+    """Exactly what DELETE /api/v1/tasks/{task_id} does, for clients that cancel by POST."""
+    return await cancel_task(task_id, response, repo)

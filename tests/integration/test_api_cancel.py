@@ -76,3 +76,21 @@ async def test_asking_a_running_task_to_cancel_twice_records_one_request(
     assert first.status_code == second.status_code == 202
     events = (await client.get(f"{URL}/{task_id}/events")).json()["items"]
     assert [e["reason"] for e in events].count("cancel requested") == 1
+
+
+async def test_cancel_by_post_answers_exactly_as_delete(
+    client: httpx.AsyncClient, repo: TaskRepository
+) -> None:
+    queued, running, finished = [await create(client) for _ in range(3)]
+    await repo.claim(running, lease_s=30)
+    claimed = await repo.claim(finished, lease_s=30)
+    assert claimed is not None
+    await repo.finish(finished, transition=t.COMPLETE, attempt=claimed.attempts)
+
+    codes = [
+        (await client.post(f"{URL}/{task_id}/cancel")).status_code
+        for task_id in (queued, running, finished, uuid.uuid4())
+    ]
+
+    assert codes == [200, 202, 409, 404]
+    assert (await client.get(f"{URL}/{queued}")).json()["status"] == "CANCELLED"
