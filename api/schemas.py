@@ -90,6 +90,37 @@ class TaskCreate(BaseModel):
         return self
 
 
+class TaskUpdate(BaseModel):
+    """What may change after creation; anything else (status, kind, params) is refused."""
+
+    model_config = ConfigDict(
+        extra="forbid", json_schema_extra={"examples": [{"priority": "HIGH"}, {"title": "New"}]}
+    )
+
+    title: str | None = Field(None, min_length=1, max_length=TITLE_MAX_CHARS)
+    description: str | None = Field(None, max_length=DESCRIPTION_MAX_CHARS)
+    priority: TaskPriority | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_nul_characters(cls, data: Any) -> Any:
+        if contains_nul(data):
+            raise ValueError("text must not contain the NUL character (\\u0000)")
+        return data
+
+    @model_validator(mode="after")
+    def _changes_something(self) -> Self:
+        if self.title is None and self.description is None and self.priority is None:
+            raise ValueError("give at least one of title, description, priority")
+        return self
+
+
+class TaskRetry(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    priority: TaskPriority | None = Field(None, description="Run it again at this priority")
+
+
 class TaskOut(BaseModel):
     model_config = ConfigDict(from_attributes=True)
 

@@ -8,6 +8,7 @@ Runs on a throwaway database and queue against the local PostgreSQL and RabbitMQ
 
 import argparse
 import asyncio
+import contextlib
 import logging
 import random
 import signal
@@ -94,8 +95,34 @@ async def submit(base_url: str, key: str, count: int, rng: random.Random) -> lis
                 await asyncio.sleep(0.2)
 
     async with httpx.AsyncClient(base_url=base_url, timeout=10, headers=auth(key)) as client:
-        await asyncio.gather(*(one(client, n) for n in range(count)))
+        creating = asyncio.gather(*(one(client, n) for n in range(count)))
+        changing = asyncio.create_task(reprioritise(client, accepted, rng))
+        await creating
+        changing.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await changing
     return accepted
+
+
+# What the re-prioritiser did: a queued task answers 200, a running or finished one 409.
+PRIORITY_CHANGES: Counter[str] = Counter()
+
+
+async def reprioritise(
+    client: httpx.AsyncClient, accepted: list[uuid.UUID], rng: random.Random
+) -> None:
+    """While tasks are created, give random accepted ones a new priority, ten a second."""
+    while True:
+        await asyncio.sleep(0.1)
+        if not accepted:
+            continue
+        task_id = rng.choice(accepted)
+        priority = rng.choice(["LOW", "MEDIUM", "HIGH"])
+        try:
+            response = await client.patch(f"/api/v1/tasks/{task_id}", json={"priority": priority})
+        except httpx.TransportError:
+            continue
+        PRIORITY_CHANGES[str(response.status_code)] += 1
 
 
 async def tally(settings: Settings, accepted: list[uuid.UUID], deadline_s: float) -> Counter[str]:
@@ -216,7 +243,8 @@ def _report(counts: Counter[str], events: Counter[str], elapsed_s: float) -> Non
     keys += ["counters off", "history off"]
     print(
         f"\nchaos: {elapsed_s:.0f}s, faults injected: worker SIGKILLs {events['kill']}, "
-        f"broker cuts {events['broker']}, database cuts {events['db']}"
+        f"broker cuts {events['broker']}, database cuts {events['db']}; priority changes "
+        f"accepted {PRIORITY_CHANGES['200']}, refused (running or done) {PRIORITY_CHANGES['409']}"
     )
     # Each SIGKILL can cost at most WORKER_PREFETCH (2) running tasks a second run; more
     # re-runs than that would mean leases expired under a live worker.

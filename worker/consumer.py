@@ -31,6 +31,7 @@ from shared.domain.errors import (
 from shared.domain.records import TaskRecord
 from shared.logs import task_fields
 from shared.messaging import messages
+from shared.messaging.messages import Dispatched
 from shared.messaging.publisher import Publisher
 from shared.settings import Settings
 from worker import metrics
@@ -67,14 +68,18 @@ class Consumer:
         if message.redelivered:
             metrics.REDELIVERIES.inc()
         try:
-            task_id = messages.decode(message.body)
+            dispatched = messages.decode_dispatched(message.body)
         except MalformedMessage as exc:
             await self._dead_letter(message, str(exc))
             return
         claimed_at = time.monotonic()
-        task = await self._with_db(lambda repo: repo.claim(task_id, lease_s=self._lease_s))
+        task = await self._with_db(
+            lambda repo: repo.claim(
+                dispatched.task_id, lease_s=self._lease_s, generation=dispatched.generation
+            )
+        )
         if task is None:
-            await self._skip(message, task_id)
+            await self._skip(message, dispatched)
             return
         _say(task, "IN_PROGRESS", "task %s IN_PROGRESS (attempt %d)", task.id, task.attempts)
         if task.started_at is not None:
@@ -159,7 +164,9 @@ class Consumer:
         self.counters.processed += 1
         self.counters.failed += 1
         try:
-            await self._publisher.publish_retry(task.id, task.priority, wait)
+            await self._publisher.publish_retry(
+                task.id, task.priority, task.dispatch_generation, wait
+            )
         except BrokerUnavailable as exc:
             log.warning("task %s: retry not delayed (%s); requeueing now", task.id, exc)
             await _settle(message.nack(requeue=True))
@@ -175,12 +182,30 @@ class Consumer:
         )
         await _settle(message.ack())
 
-    async def _skip(self, message: AbstractIncomingMessage, task_id: uuid.UUID) -> None:
-        """The claim found nothing to start: say why, and settle the message without running."""
+    async def _skip(self, message: AbstractIncomingMessage, dispatched: Dispatched) -> None:
+        """The claim found nothing to start: say why, and settle the message without running.
+
+        A stale message (an older dispatch of a re-prioritised task) is acknowledged and
+        counted, never dead-lettered: the current dispatch has a message of its own.
+        """
+        task_id = dispatched.task_id
         try:
             current = await self._with_db(lambda repo: repo.get(task_id))
         except TaskNotFound:
             await self._dead_letter(message, f"unknown task {task_id}")
+            return
+        generation = dispatched.generation
+        if generation is not None and generation != current.dispatch_generation:
+            metrics.STALE_MESSAGES.inc()
+            _say(
+                current,
+                current.status.value,
+                "task %s: stale message (dispatch %d, current %d) acknowledged",
+                task_id,
+                generation,
+                current.dispatch_generation,
+            )
+            await _settle(message.ack())
             return
         _say(
             current,

@@ -22,6 +22,10 @@ IN_FLIGHT = Gauge("taskq_worker_tasks_in_flight", "Handlers running now")
 REDELIVERIES = Counter(
     "taskq_worker_redeliveries_total", "Messages the broker delivered again after a lost channel"
 )
+STALE_MESSAGES = Counter(
+    "taskq_worker_stale_messages_total",
+    "Messages of an older dispatch (a re-prioritised task): acknowledged, nothing run",
+)
 DEAD_LETTERED = Counter(
     "taskq_worker_dead_lettered_total", "Messages parked in the DLQ: unusable, or a poison task"
 )

@@ -39,10 +39,11 @@ async def reap_once(
         for task in await repo.expired_leases(limit=BATCH_SIZE):
             transition = verdict(task, settings.max_deliveries)
             reason = WORKER_LOST if transition is t.FAIL else None
-            if await repo.reap(task, transition=transition, reason=reason) is None:
+            reaped_task = await repo.reap(task, transition=transition, reason=reason)
+            if reaped_task is None:
                 continue  # its worker renewed the lease after all, or another reaper won
             reaped += 1
-            status = transition.target.value
+            status = reaped_task.status.value
             log.warning(
                 "task %s: worker lost on attempt %d -> %s",
                 task.id,

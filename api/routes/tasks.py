@@ -3,7 +3,7 @@
 import uuid
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query, Response, status
+from fastapi import APIRouter, Body, Query, Response, status
 
 from api import pagination
 from api.auth import PrincipalDep
@@ -17,10 +17,13 @@ from api.schemas import (
     TaskEventOut,
     TaskList,
     TaskOut,
+    TaskRetry,
     TaskStatusOut,
+    TaskUpdate,
 )
 from shared.domain.enums import TaskPriority, TaskStatus
 from shared.domain.records import NewTask
+from shared.services.changes import change_task, rerun_task
 from shared.services.submit import submit
 
 router = APIRouter(prefix="/api/v1/tasks", tags=["tasks"], responses=AUTH_ERRORS)
@@ -120,6 +123,61 @@ async def get_task_events(
     return TaskEventList(
         items=[TaskEventOut.model_validate(e) for e in await events.of_task(task_id)]
     )
+
+
+UPDATE_RESPONSES: dict[int | str, dict[str, Any]] = {
+    409: {"model": ErrorOut, "description": "Finished, or running and asked a new priority"},
+    **BODY_ERRORS,
+    **NOT_FOUND,
+    **ERRORS,
+}
+
+
+@router.patch("/{task_id}", responses=UPDATE_RESPONSES)
+async def update_task(
+    task_id: uuid.UUID, body: TaskUpdate, repo: RepositoryDep, publisher: PublisherDep
+) -> TaskOut:
+    """Change title, description and/or priority. NEW or PENDING: anything; a new priority
+    re-queues the task at it (its old message can no longer start it). IN_PROGRESS: title
+    and description only (409 for a new priority). Finished: 409."""
+    task = await change_task(
+        repo,
+        publisher,
+        task_id,
+        title=body.title,
+        description=body.description,
+        priority=body.priority,
+    )
+    return TaskOut.model_validate(task)
+
+
+@router.put("/{task_id}", responses=UPDATE_RESPONSES)
+async def replace_task_fields(
+    task_id: uuid.UUID, body: TaskUpdate, repo: RepositoryDep, publisher: PublisherDep
+) -> TaskOut:
+    """The same as PATCH, for clients of the task managers that update with PUT."""
+    return await update_task(task_id, body, repo, publisher)
+
+
+@router.post(
+    "/{task_id}/retry",
+    responses={
+        409: {"model": ErrorOut, "description": "Not FAILED nor CANCELLED"},
+        **BODY_ERRORS,
+        **NOT_FOUND,
+        **ERRORS,
+    },
+)
+async def retry_task(
+    task_id: uuid.UUID,
+    repo: RepositoryDep,
+    publisher: PublisherDep,
+    body: Annotated[TaskRetry | None, Body()] = None,
+) -> TaskOut:
+    """Run a FAILED or CANCELLED task again (optionally at another priority): back to NEW,
+    then PENDING; `attempts` goes on counting, and the history keeps the earlier outcome."""
+    priority = body.priority if body is not None else None
+    return TaskOut.model_validate(await rerun_task(repo, publisher, task_id, priority=priority))
 
 
 CANCEL_RESPONSES: dict[int | str, dict[str, Any]] = {

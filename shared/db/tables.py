@@ -107,6 +107,9 @@ tasks = Table(
     Column("timeout_seconds", Integer, nullable=False, server_default="900"),
     Column("lost_attempts", Integer, nullable=False, server_default="0"),
     Column("lease_expires_at", DateTime(timezone=True), nullable=True),
+    # Which dispatch of the task is current: its message carries it, and a claim by any
+    # other (stale) message is refused. Bumped when a queued task is re-prioritised.
+    Column("dispatch_generation", Integer, nullable=False, server_default="0"),
     # The worker running (or that last ran) the task: what GET /workers lists as running.
     Column("worker_id", String(WORKER_ID_MAX_CHARS), nullable=True),
     Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),

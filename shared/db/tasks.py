@@ -11,12 +11,15 @@ from typing import Any
 
 from sqlalchemy import (
     ColumnElement,
+    Integer,
     Interval,
     Select,
+    String,
     Text,
     bindparam,
     func,
     literal,
+    or_,
     select,
     text,
     tuple_,
@@ -25,11 +28,11 @@ from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from shared.db.engine import translate_unavailable
-from shared.db.tables import tasks
+from shared.db.tables import REASON_MAX_CHARS, tasks
 from shared.db.write_path import ACTOR, NEW_TASK_FIELDS, OWNED, creation, transition
 from shared.domain import transitions as t
 from shared.domain.enums import TaskPriority, TaskStatus
-from shared.domain.errors import TaskAlreadyFinished, TaskNotFound
+from shared.domain.errors import TaskAlreadyFinished, TaskNotFinished, TaskNotFound, TaskRunning
 from shared.domain.records import NewTask, TaskPage, TaskRecord
 
 # The statements are built once, with bind parameters: building a Core statement costs
@@ -39,10 +42,16 @@ _FENCED = tasks.c.attempts == bindparam("attempt")
 _ERROR = bindparam("error", type_=Text())
 _CREATE = creation()
 _GET = select(tasks).where(tasks.c.id == bindparam("task_id"), OWNED)
-_PUBLISH = transition(t.PUBLISH)
+_GENERATION = bindparam("generation", type_=Integer())
+# Only the dispatch whose message was confirmed may mark the task published: an older one
+# confirming late must not make a re-dispatched task PENDING without its current message.
+_PUBLISH = transition(t.PUBLISH, tasks.c.dispatch_generation == _GENERATION)
 _CLAIM = transition(
     t.CLAIM,
     ~tasks.c.cancel_requested,
+    # A stale message (an older dispatch) starts nothing; None: a message from before
+    # generations existed, which the current dispatch accepts.
+    or_(_GENERATION.is_(None), tasks.c.dispatch_generation == _GENERATION),
     started_at=func.now(),
     attempts=tasks.c.attempts + 1,
     lease_expires_at=_LEASE_END,
@@ -69,10 +78,46 @@ _REAP = {
         tasks.c.lease_expires_at < func.now(),
         lease_expires_at=None,
         lost_attempts=tasks.c.lost_attempts + 1,
-        **({"completed_at": func.now(), "error": _ERROR} if move.target.is_terminal else {}),
+        **({"completed_at": func.now(), "error": _ERROR} if move is not t.LOSE else {}),
     )
     for move in (t.LOSE, t.FAIL, t.CANCEL_RUNNING)
 }
+# Title and description only where given (null keeps them), in any status a task can
+# still be changed in; a new priority also starts a new dispatch.
+_EDITED = {
+    "title": func.coalesce(bindparam("title", type_=String()), tasks.c.title),
+    "description": func.coalesce(bindparam("description", type_=Text()), tasks.c.description),
+}
+_EDIT = transition(t.EDIT, OWNED, **_EDITED)
+_REPRIORITIZE = transition(
+    t.REPRIORITIZE,
+    OWNED,
+    priority=bindparam("priority", type_=String()),
+    dispatch_generation=tasks.c.dispatch_generation + 1,
+    # "priority MEDIUM → HIGH", from the row as it was and as it is.
+    reason=lambda changed: (
+        literal("priority ") + changed.c.from_priority + " → " + changed.c.priority
+    ),
+    **_EDITED,
+)
+# The earlier attempt's error stays on the task until the next attempt's outcome replaces
+# it, and its headline goes into the history row, where it stays.
+_RERUN = transition(
+    t.RERUN,
+    OWNED,
+    priority=func.coalesce(bindparam("priority", type_=String()), tasks.c.priority),
+    dispatch_generation=tasks.c.dispatch_generation + 1,
+    cancel_requested=False,
+    started_at=None,
+    completed_at=None,
+    lease_expires_at=None,
+    reason=lambda changed: func.left(
+        literal("retry requested; was ")
+        + changed.c.from_status
+        + func.coalesce(literal(": ") + func.split_part(changed.c.error, "\n", 1), ""),
+        REASON_MAX_CHARS,
+    ),
+)
 # The flag is set by both: it also stops a claim that races with the cancel.
 _CANCEL = {
     t.CANCEL_QUEUED: transition(
@@ -187,13 +232,59 @@ class TaskRepository:
         with translate_unavailable():
             return int((await self._conn.execute(statement)).scalar_one())
 
-    async def mark_published(self, task_id: uuid.UUID) -> TaskRecord | None:
-        return await self._move(_PUBLISH, task_id=task_id)
+    async def mark_published(self, task: TaskRecord) -> TaskRecord | None:
+        """NEW -> PENDING, if the broker confirmed the task's current dispatch."""
+        return await self._move(_PUBLISH, task_id=task.id, generation=task.dispatch_generation)
 
-    async def claim(self, task_id: uuid.UUID, *, lease_s: float) -> TaskRecord | None:
-        """Start an attempt, unless the task was cancelled, finished, or is running elsewhere."""
+    async def claim(
+        self, task_id: uuid.UUID, *, lease_s: float, generation: int | None = None
+    ) -> TaskRecord | None:
+        """Start an attempt, unless the task was cancelled, finished, is running elsewhere,
+        or `generation` is not its current dispatch (a stale message)."""
         lease = timedelta(seconds=lease_s)
-        return await self._move(_CLAIM, task_id=task_id, lease=lease)
+        return await self._move(_CLAIM, task_id=task_id, lease=lease, generation=generation)
+
+    async def rerun(
+        self, task_id: uuid.UUID, *, priority: TaskPriority | None = None
+    ) -> TaskRecord:
+        """FAILED or CANCELLED -> NEW, a new dispatch (optionally at a new priority)."""
+        values = {"task_id": task_id, "priority": priority.value if priority else None}
+        moved = await self._move(_RERUN, **values)
+        if moved is not None:
+            return moved
+        current = await self.get(task_id)
+        raise TaskNotFinished(
+            f"task {task_id} is {current.status.value}; only a FAILED or "
+            "CANCELLED task can be retried"
+        )
+
+    async def update(
+        self,
+        task_id: uuid.UUID,
+        *,
+        title: str | None = None,
+        description: str | None = None,
+        priority: TaskPriority | None = None,
+    ) -> tuple[TaskRecord, bool]:
+        """Change title, description and/or priority: (the task, whether it needs a new
+        dispatch). A new priority re-queues a queued task (REPRIORITIZE); a running task
+        keeps its priority (TaskRunning) but may be renamed; a finished one changes not."""
+        values = {"task_id": task_id, "title": title, "description": description}
+        while True:
+            current = await self.get(task_id)
+            if current.status.is_terminal:
+                raise TaskAlreadyFinished(f"task {task_id} is already {current.status.value}")
+            requeue = priority is not None and priority is not current.priority
+            if requeue and current.status is TaskStatus.IN_PROGRESS:
+                raise TaskRunning(f"task {task_id} is running; its priority cannot change")
+            if requeue:
+                assert priority is not None
+                moved = await self._move(_REPRIORITIZE, priority=priority.value, **values)
+            else:
+                moved = await self._move(_EDIT, **values)
+            if moved is not None:
+                return moved, requeue
+            # It moved on between the read and the change (claimed, finished): again.
 
     async def expired_leases(self, *, limit: int) -> list[TaskRecord]:
         """Running tasks whose worker stopped renewing their lease: it died."""
@@ -265,7 +356,7 @@ class TaskRepository:
         """
         reason = reason or transition.reason
         values: dict[str, Any] = {"task_id": task.id, "attempt": task.attempts}
-        if transition.target.is_terminal:
+        if transition is not t.LOSE:  # a terminal verdict: the reason is its error
             values["error"] = reason
         return await self._move(_REAP[transition], reason=reason, **values)
 

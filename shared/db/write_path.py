@@ -11,6 +11,7 @@ Statements are built once at import, with bind parameters (`task_id`, `actor`,
 than sending them. `reason` defaults to the transition's own.
 """
 
+from collections.abc import Callable
 from typing import Any
 
 from sqlalchemy import (
@@ -69,7 +70,11 @@ def creation() -> Select[Any]:
     created = (
         insert(tasks)
         .values(**values)
-        .returning(*tasks.c, null().cast(String).label("from_status"))
+        .returning(
+            *tasks.c,
+            null().cast(String).label("from_status"),
+            null().cast(String).label("from_priority"),
+        )
         .cte("changed")
     )
     return _recorded(created, CREATED_REASON)
@@ -79,26 +84,35 @@ def transition(move: Transition, *conditions: ColumnElement[bool], **values: Any
     """The guarded UPDATE of `move` for the task `task_id`, with its event and counts.
 
     Extra `conditions` narrow the guard (a fence on the attempt, an expired lease); extra
-    `values` are set along with the new status.
+    `values` are set along with the new status (or alone, for a move that keeps it). A
+    `reason` among the values, a function of the changed row giving a SQL expression,
+    replaces the transition's own.
     """
+    reason = values.pop("reason", move.reason)
     guard = [tasks.c.status.in_(sorted(s.value for s in move.sources)), *conditions]
-    changes = {"status": move.target.value, "updated_at": func.now(), **values}
-    if len(move.sources) == 1:
+    changes = {"updated_at": func.now(), **values}
+    if move.target is not None:
+        changes["status"] = move.target.value
+    if len(move.sources) == 1 and "priority" not in values:
         [source] = move.sources
         changed = (
             update(tasks)
             .where(tasks.c.id == bindparam("task_id"), *guard)
             .values(**changes)
-            .returning(*tasks.c, literal(source.value, String).label("from_status"))
+            .returning(
+                *tasks.c,
+                literal(source.value, String).label("from_status"),
+                tasks.c.priority.label("from_priority"),  # unchanged by this move
+            )
             .cte("changed")
         )
-        return _recorded(changed, move.reason)
+        return _recorded(changed, reason)
     # Several sources: the history needs the one the task was in. UPDATE ... RETURNING
     # only sees the new row, so lock and read the old status in the same statement.
     # The guard here too: a row the change may not touch (another owner's, say) is not
     # even locked. PostgreSQL re-checks it after waiting for the lock.
     before = (
-        select(tasks.c.id, tasks.c.status)
+        select(tasks.c.id, tasks.c.status, tasks.c.priority)
         .where(tasks.c.id == bindparam("task_id"), *guard)
         .with_for_update()
         .cte("before")
@@ -108,13 +122,20 @@ def transition(move: Transition, *conditions: ColumnElement[bool], **values: Any
         # The id again, not only the join: the planner then reaches the row by its key.
         .where(tasks.c.id == bindparam("task_id"), tasks.c.id == before.c.id, *guard)
         .values(**changes)
-        .returning(*tasks.c, before.c.status.label("from_status"))
+        .returning(
+            *tasks.c,
+            before.c.status.label("from_status"),
+            before.c.priority.label("from_priority"),
+        )
         .cte("changed")
     )
-    return _recorded(changed, move.reason)
+    return _recorded(changed, reason)
 
 
-def _recorded(changed: CTE, reason: str | None) -> Select[Any]:
+Reason = str | Callable[[CTE], ColumnElement[str]] | None
+
+
+def _recorded(changed: CTE, reason: Reason) -> Select[Any]:
     """The changed task's row, with its history row and counter moves written alongside."""
     event = (
         insert(task_events)
@@ -126,7 +147,7 @@ def _recorded(changed: CTE, reason: str | None) -> Select[Any]:
                 changed.c.status,
                 changed.c.attempts,
                 ACTOR,
-                bindparam("reason", reason, type_=String()),
+                reason(changed) if callable(reason) else _reason_param(reason),
                 ACTOR_USER,
             ),
         )
@@ -135,23 +156,36 @@ def _recorded(changed: CTE, reason: str | None) -> Select[Any]:
     return select(*(changed.c[column.name] for column in tasks.c)).add_cte(event, _counted(changed))
 
 
-def _counted(changed: CTE) -> CTE:
-    """Minus one on the old status, plus one on the new, on the task's shard of rows.
+def _reason_param(default: str | None) -> ColumnElement[str]:
+    return bindparam("reason", default, type_=String())
 
-    Rows are locked in status order, so two statements moving counters in opposite
-    directions cannot deadlock.
+
+def _counted(changed: CTE) -> CTE:
+    """Minus one on the old (status, priority), plus one on the new, on the task's shard.
+
+    Rows are locked in (status, priority) order, so two statements moving counters in
+    opposite directions cannot deadlock.
     """
     shard = (func.get_byte(func.uuid_send(changed.c.id), 15) % COUNT_SHARDS).label("shard")
-    moved = changed.c.from_status.is_distinct_from(changed.c.status)
-    key = (changed.c.owner_id, changed.c.priority, shard)
+    moved = or_(
+        changed.c.from_status.is_distinct_from(changed.c.status),
+        changed.c.from_priority.is_distinct_from(changed.c.priority),
+    )
     deltas = union_all(
-        select(changed.c.from_status.label("status"), *key, literal(-1)).where(
-            moved, changed.c.from_status.is_not(None)
+        select(
+            changed.c.from_status.label("status"),
+            changed.c.owner_id,
+            changed.c.from_priority.label("priority"),
+            shard,
+            literal(-1),
+        ).where(moved, changed.c.from_status.is_not(None)),
+        select(changed.c.status, changed.c.owner_id, changed.c.priority, shard, literal(1)).where(
+            moved
         ),
-        select(changed.c.status, *key, literal(1)).where(moved),
     ).subquery("deltas")
     upsert = pg_insert(task_counts).from_select(
-        ["status", "owner_id", "priority", "shard", "n"], select(deltas).order_by(deltas.c.status)
+        ["status", "owner_id", "priority", "shard", "n"],
+        select(deltas).order_by(deltas.c.status, deltas.c.priority),
     )
     return upsert.on_conflict_do_update(
         index_elements=["owner_id", "status", "priority", "shard"],

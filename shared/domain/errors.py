@@ -16,6 +16,14 @@ class TaskAlreadyFinished(TaskServiceError):
     """The task has already finished and can no longer change."""
 
 
+class TaskNotFinished(TaskServiceError):
+    """Only a FAILED or CANCELLED task can be retried."""
+
+
+class TaskRunning(TaskServiceError):
+    """The task is running; its priority can no longer change."""
+
+
 class TimeoutTooLong(TaskServiceError):
     """timeout_seconds exceeds what the broker's acknowledgement timeout allows."""
 

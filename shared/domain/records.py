@@ -27,6 +27,7 @@ class TaskRecord:
     timeout_seconds: int
     lost_attempts: int
     lease_expires_at: datetime | None
+    dispatch_generation: int
     worker_id: str | None
     owner_id: uuid.UUID
     created_at: datetime

@@ -16,7 +16,7 @@ S = TaskStatus
 class Transition:
     name: str
     sources: frozenset[TaskStatus]
-    target: TaskStatus
+    target: TaskStatus | None  # None: the status stays what it is (an edit)
     # What the history row says when the caller gives no reason of its own.
     reason: str | None = None
 
@@ -50,6 +50,14 @@ CANCEL_RUNNING = Transition(
 RELEASE = Transition("release", frozenset({S.IN_PROGRESS}), S.PENDING, "handed back at shutdown")
 # Reaper: the lease ran out, so the worker died; NEW makes the relay publish it again.
 LOSE = Transition("lose", frozenset({S.IN_PROGRESS}), S.NEW, "lease expired")
+# API: a new priority for a queued task. Its message in the queue cannot change, so the
+# task gets a new dispatch (generation + 1, NEW: published again at the new priority) and
+# the old message goes stale: the claim refuses any dispatch but the current one.
+REPRIORITIZE = Transition("reprioritize", frozenset({S.NEW, S.PENDING}), S.NEW)
+# API: run a finished task again (Flower's retry): a new dispatch, attempts go on counting.
+RERUN = Transition("rerun", frozenset({S.FAILED, S.CANCELLED}), S.NEW)
+# API: a new title or description; the status stays as it is.
+EDIT = Transition("edit", frozenset({S.NEW, S.PENDING, S.IN_PROGRESS}), None, "edited")
 
 ALL = (
     PUBLISH,
@@ -62,6 +70,9 @@ ALL = (
     CANCEL_RUNNING,
     RELEASE,
     LOSE,
+    REPRIORITIZE,
+    RERUN,
+    EDIT,
 )
 
 # What the history row of a task's creation says.

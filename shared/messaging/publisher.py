@@ -61,15 +61,16 @@ class Publisher:
     def connected(self) -> bool:
         return self._channel is not None and not self._channel.is_closed
 
-    async def publish(self, task_id: uuid.UUID, priority: TaskPriority) -> None:
-        """Queue a task; BrokerUnavailable if the broker does not confirm it in time."""
-        await self._send(task_message(task_id, priority), self._settings.queue_name)
+    async def publish(self, task_id: uuid.UUID, priority: TaskPriority, generation: int) -> None:
+        """Queue a task's dispatch; BrokerUnavailable if the broker does not confirm it."""
+        message = task_message(task_id, priority, generation=generation)
+        await self._send(message, self._settings.queue_name)
 
     async def publish_retry(
-        self, task_id: uuid.UUID, priority: TaskPriority, wait: Backoff
+        self, task_id: uuid.UUID, priority: TaskPriority, generation: int, wait: Backoff
     ) -> None:
         """Queue a task's retry after `wait`, through the delay queue of its level."""
-        message = task_message(task_id, priority, expiration_s=wait.delay_s)
+        message = task_message(task_id, priority, generation=generation, expiration_s=wait.delay_s)
         await self._send(message, delay_queue_name(self._settings.queue_name, wait.level))
 
     async def dead_letter(self, body: bytes, reason: str, message_id: str | None = None) -> None:

@@ -8,7 +8,6 @@ publish by the relay would be harmless (the claim runs a task once).
 """
 
 import logging
-import uuid
 from collections.abc import Awaitable, Callable
 
 from shared.domain.records import TaskRecord
@@ -19,7 +18,7 @@ log = logging.getLogger(__name__)
 
 # Records that the broker confirmed a task's message: the guarded NEW -> PENDING, on
 # whatever connection the caller holds (the relay keeps its rows locked meanwhile).
-MarkPublished = Callable[[uuid.UUID], Awaitable[TaskRecord | None]]
+MarkPublished = Callable[[TaskRecord], Awaitable[TaskRecord | None]]
 
 
 async def dispatch(
@@ -30,8 +29,8 @@ async def dispatch(
     Returns what `mark_published` returns: the row as marked, or None when a worker had
     already moved the task on (its message outran the mark).
     """
-    await publisher.publish(task.id, task.priority)
-    published = await mark_published(task.id)
+    await publisher.publish(task.id, task.priority, task.dispatch_generation)
+    published = await mark_published(task)
     if published is not None:
         log.info("task %s published (PENDING)", task.id, extra=task_fields(task.id, "PENDING"))
     return published

@@ -8,7 +8,6 @@ broker, would otherwise cap how many tasks are accepted per second.
 
 import dataclasses
 import logging
-import uuid
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -33,11 +32,11 @@ async def submit(
         task = await TaskRepository(conn, user_id=new.owner_id).create(new)
     log.info("task %s created (NEW)", task.id, extra=task_fields(task.id, "NEW"))
 
-    async def mark_published(task_id: uuid.UUID) -> TaskRecord:
+    async def mark_published(stored: TaskRecord) -> TaskRecord:
         async with connect(engine) as conn:
             repo = TaskRepository(conn, user_id=new.owner_id)
             # None: a worker got the message first and moved the task on; report that.
-            return await repo.mark_published(task_id) or await repo.get(task_id)
+            return await repo.mark_published(stored) or await repo.get(stored.id)
 
     try:
         return await dispatch(publisher, task, mark_published) or task

@@ -51,7 +51,7 @@ async def test_published_message_carries_id_priority_and_persistence(
     assert message is not None
     await message.ack()
 
-    assert json.loads(message.body) == {"task_id": task_id}
+    assert json.loads(message.body) == {"task_id": task_id, "generation": 0}
     assert message.priority == priority.broker_priority
     assert message.delivery_mode == aio_pika.DeliveryMode.PERSISTENT
     assert message.message_id == task_id

@@ -12,7 +12,7 @@ from shared.db.engine import connect
 from shared.db.events import EventRepository
 from shared.db.tasks import TaskRepository
 from shared.domain import transitions as t
-from shared.domain.enums import TaskStatus
+from shared.domain.enums import TaskPriority, TaskStatus
 from shared.domain.records import TaskEvent, TaskRecord
 from tests.support.tasks import URL, create, expire, make_task
 
@@ -43,6 +43,22 @@ async def running(repo: TaskRepository, engine: AsyncEngine) -> TaskRecord:
     return claimed
 
 
+async def published(repo: TaskRepository, engine: AsyncEngine) -> TaskRecord:
+    task = await make_task(repo)
+    marked = await repo.mark_published(task)
+    assert marked is not None
+    return marked
+
+
+async def failed(repo: TaskRepository, engine: AsyncEngine) -> TaskRecord:
+    task = await running(repo, engine)
+    ended = await repo.finish(
+        task.id, transition=t.FAIL, attempt=1, error="ValueError: boom\n\nTraceback: ..."
+    )
+    assert ended is not None
+    return ended
+
+
 async def lease_ran_out(repo: TaskRepository, engine: AsyncEngine) -> TaskRecord:
     task = await running(repo, engine)
     await expire(engine, task.id)
@@ -50,7 +66,7 @@ async def lease_ran_out(repo: TaskRepository, engine: AsyncEngine) -> TaskRecord
 
 
 CASES = {
-    t.PUBLISH: Case(new, lambda r, task: r.mark_published(task.id), TaskStatus.NEW, 0, None),
+    t.PUBLISH: Case(new, lambda r, task: r.mark_published(task), TaskStatus.NEW, 0, None),
     t.CLAIM: Case(new, lambda r, task: r.claim(task.id, lease_s=30), TaskStatus.NEW, 1, None),
     t.COMPLETE: Case(
         running,
@@ -93,6 +109,27 @@ CASES = {
         1,
         "handed back at shutdown",
     ),
+    t.REPRIORITIZE: Case(
+        published,
+        lambda r, task: r.update(task.id, priority=TaskPriority.HIGH),
+        TaskStatus.PENDING,
+        0,
+        "priority MEDIUM → HIGH",
+    ),
+    t.RERUN: Case(
+        failed,
+        lambda r, task: r.rerun(task.id),
+        TaskStatus.FAILED,
+        1,
+        "retry requested; was FAILED: ValueError: boom",
+    ),
+    t.EDIT: Case(
+        running,
+        lambda r, task: r.update(task.id, title="renamed"),
+        TaskStatus.IN_PROGRESS,
+        1,
+        "edited",
+    ),
     t.LOSE: Case(
         lease_ran_out,
         lambda r, task: r.reap(task, transition=t.LOSE),
@@ -127,7 +164,10 @@ async def test_a_transition_writes_exactly_one_history_row(
     after = await events_of(engine, task.id)
     [event] = after[len(before) :]
     assert after[: len(before)] == before
-    assert (event.from_status, event.to_status) == (case.from_status, move.target)
+    assert (event.from_status, event.to_status) == (
+        case.from_status,
+        move.target or case.from_status,
+    )
     assert (event.attempt, event.reason, event.worker_id) == (case.attempt, case.reason, WORKER)
 
 

@@ -18,7 +18,10 @@ from tests.support.users import make_user
 
 TASK_ROUTE = re.compile(r"\{task_id\}")
 # A valid body for routes that take one, so that a refusal can only come from scoping.
-BODIES: dict[tuple[str, str], dict[str, Any]] = {}
+BODIES: dict[tuple[str, str], dict[str, Any]] = {
+    ("PATCH", "/api/v1/tasks/{task_id}"): {"priority": "HIGH", "title": "bob's now"},
+    ("PUT", "/api/v1/tasks/{task_id}"): {"priority": "HIGH", "title": "bob's now"},
+}
 
 
 @pytest.fixture

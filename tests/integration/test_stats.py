@@ -45,7 +45,7 @@ async def test_summary_counts_every_status_and_priority(
         repo = TaskRepository(conn)
         for _ in range(2):
             await make_task(repo, priority=LOW)  # NEW
-        await repo.mark_published((await make_task(repo, priority=HIGH)).id)  # PENDING
+        await repo.mark_published(await make_task(repo, priority=HIGH))  # PENDING
         await repo.claim((await make_task(repo, priority=MEDIUM)).id, lease_s=30)
         for _ in range(2):
             await finished(repo, MEDIUM, t.COMPLETE)

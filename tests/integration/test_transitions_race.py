@@ -38,7 +38,7 @@ async def test_publish_after_a_claim_does_not_move_the_task_back(repo: TaskRepos
     task = await make_task(repo)
     await repo.claim(task.id, lease_s=30)
 
-    assert await repo.mark_published(task.id) is None
+    assert await repo.mark_published(task) is None
     assert (await repo.get(task.id)).status is TaskStatus.IN_PROGRESS
 
 

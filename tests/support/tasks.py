@@ -67,6 +67,7 @@ def task_record(**overrides: Any) -> TaskRecord:
         "timeout_seconds": 60,
         "lost_attempts": 0,
         "lease_expires_at": None,
+        "dispatch_generation": 0,
         "worker_id": None,
         "owner_id": TEST_OWNER,
         "created_at": now,
