@@ -17,8 +17,11 @@ from shared.domain.enums import TaskPriority, TaskStatus
 from shared.domain.errors import TaskRunning
 from shared.messaging import messages
 from shared.settings import Settings
+from tests.integration.conftest import api_client
 from tests.support.processes import StartWorker, free_port
+from tests.support.proxy import TcpProxy, through
 from tests.support.tasks import URL, create, make_task, wait_all_terminal, wait_log
+from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.usefixtures("counts_stay_exact")
 
@@ -205,3 +208,41 @@ async def test_only_a_failed_or_cancelled_task_can_be_retried(client: httpx.Asyn
     response = await client.post(f"{URL}/{queued}/retry")
 
     assert response.status_code == 409 and "only a FAILED or CANCELLED" in response.json()["detail"]
+
+
+async def test_a_broken_task_retried_fails_again_and_its_history_shows_both_attempts(
+    client: httpx.AsyncClient, engine: AsyncEngine, workers: StartWorker
+) -> None:
+    broken = await create(client, kind="fail", params={"message": "still broken"})
+    await workers()
+    await wait_all_terminal(engine, 1)
+
+    assert (await client.post(f"{URL}/{broken}/retry")).status_code == 200
+
+    async def failed_twice() -> Any:
+        body = (await client.get(f"{URL}/{broken}")).json()
+        return body if body["status"] == "FAILED" and body["attempts"] == 2 else None
+
+    await wait_until(failed_twice, timeout_s=15, what="the second attempt failed")
+    moves = await history(client, broken)
+    assert [after for _, after, _ in moves].count("IN_PROGRESS") == 2
+    assert [after for _, after, _ in moves].count("FAILED") == 2
+
+
+async def test_a_priority_changed_while_the_broker_is_away_is_published_when_it_returns(
+    engine: AsyncEngine, workers: StartWorker, settings: Settings, broker_proxy: TcpProxy
+) -> None:
+    async with api_client(through(settings, broker=broker_proxy)) as client:
+        task_id = await create(client, priority="LOW", params={"duration": 0})
+        await broker_proxy.cut()
+
+        changed = await client.patch(f"{URL}/{task_id}", json={"priority": "HIGH"})
+
+        assert changed.status_code == 200
+        assert (changed.json()["status"], changed.json()["priority"]) == ("NEW", "HIGH")
+        await broker_proxy.restore()
+        await workers()
+        [task] = await wait_all_terminal(engine, 1, timeout_s=30)
+
+    assert task.status is TaskStatus.COMPLETED and task.attempts == 1
+    assert (task.priority, task.dispatch_generation) == (TaskPriority.HIGH, 1)
