@@ -70,6 +70,8 @@ _FINISH = {
 }
 _RETRY = transition(t.RETRY, _FENCED, error=_ERROR, lease_expires_at=None)
 _RELEASE = transition(t.RELEASE, _FENCED, started_at=None, lease_expires_at=None)
+# What a terminal verdict on a dead worker's task also sets.
+_SETTLED: dict[str, Any] = {"completed_at": func.now(), "error": _ERROR}
 # A dead worker's task: fenced on its attempt and on the lease really having run out.
 _REAP = {
     move: transition(
@@ -78,13 +80,13 @@ _REAP = {
         tasks.c.lease_expires_at < func.now(),
         lease_expires_at=None,
         lost_attempts=tasks.c.lost_attempts + 1,
-        **({"completed_at": func.now(), "error": _ERROR} if move is not t.LOSE else {}),
+        **(_SETTLED if move is not t.LOSE else {}),
     )
     for move in (t.LOSE, t.FAIL, t.CANCEL_RUNNING)
 }
 # Title and description only where given (null keeps them), in any status a task can
 # still be changed in; a new priority also starts a new dispatch.
-_EDITED = {
+_EDITED: dict[str, Any] = {
     "title": func.coalesce(bindparam("title", type_=String()), tasks.c.title),
     "description": func.coalesce(bindparam("description", type_=Text()), tasks.c.description),
 }

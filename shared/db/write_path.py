@@ -80,15 +80,23 @@ def creation() -> Select[Any]:
     return _recorded(created, CREATED_REASON)
 
 
-def transition(move: Transition, *conditions: ColumnElement[bool], **values: Any) -> Select[Any]:
+# A history row's reason: fixed text, or a SQL expression made from the changed row.
+Reason = str | Callable[[CTE], ColumnElement[str]] | None
+
+
+def transition(
+    move: Transition,
+    *conditions: ColumnElement[bool],
+    reason: Reason = None,
+    **values: Any,
+) -> Select[Any]:
     """The guarded UPDATE of `move` for the task `task_id`, with its event and counts.
 
     Extra `conditions` narrow the guard (a fence on the attempt, an expired lease); extra
-    `values` are set along with the new status (or alone, for a move that keeps it). A
-    `reason` among the values, a function of the changed row giving a SQL expression,
-    replaces the transition's own.
+    `values` are set along with the new status (or alone, for a move that keeps it).
+    `reason` replaces the transition's own in the history row.
     """
-    reason = values.pop("reason", move.reason)
+    reason = reason if reason is not None else move.reason
     guard = [tasks.c.status.in_(sorted(s.value for s in move.sources)), *conditions]
     changes = {"updated_at": func.now(), **values}
     if move.target is not None:
@@ -130,9 +138,6 @@ def transition(move: Transition, *conditions: ColumnElement[bool], **values: Any
         .cte("changed")
     )
     return _recorded(changed, reason)
-
-
-Reason = str | Callable[[CTE], ColumnElement[str]] | None
 
 
 def _recorded(changed: CTE, reason: Reason) -> Select[Any]:
