@@ -8,6 +8,7 @@ from fastapi.responses import JSONResponse
 
 from api.schemas import ErrorOut
 from shared.domain.errors import (
+    CsrfRefused,
     DatabaseUnavailable,
     Forbidden,
     KeyNotFound,
@@ -20,6 +21,7 @@ from shared.domain.errors import (
     TaskRunning,
     TaskServiceError,
     TimeoutTooLong,
+    UnknownEventId,
     UserNotFound,
 )
 
@@ -27,8 +29,8 @@ log = logging.getLogger(__name__)
 
 # What every authenticated route may answer besides its own responses (for the schema).
 AUTH_ERRORS: dict[int | str, dict[str, Any]] = {
-    401: {"model": ErrorOut, "description": "No valid API key"},
-    403: {"model": ErrorOut, "description": "Only an admin may do this"},
+    401: {"model": ErrorOut, "description": "No valid API key (or dashboard session)"},
+    403: {"model": ErrorOut, "description": "Only an admin may do this; or no CSRF token"},
 }
 ERRORS: dict[int | str, dict[str, Any]] = {
     503: {"model": ErrorOut, "description": "The database is unreachable"},
@@ -42,6 +44,8 @@ BODY_ERRORS: dict[int | str, dict[str, Any]] = {
 STATUS_OF: dict[type[TaskServiceError], int] = {
     NotAuthenticated: status.HTTP_401_UNAUTHORIZED,
     Forbidden: status.HTTP_403_FORBIDDEN,
+    CsrfRefused: status.HTTP_403_FORBIDDEN,
+    UnknownEventId: status.HTTP_400_BAD_REQUEST,
     TaskNotFound: status.HTTP_404_NOT_FOUND,
     UserNotFound: status.HTTP_404_NOT_FOUND,
     KeyNotFound: status.HTTP_404_NOT_FOUND,

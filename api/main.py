@@ -9,12 +9,14 @@ from fastapi.middleware.cors import CORSMiddleware
 from api import errors
 from api.auth import KeyCache
 from api.body_limit import BodyLimitMiddleware
+from api.live.hub import EventHub
 from api.metrics import MetricsMiddleware
-from api.routes import health, keys, stats, tasks, users, workers
+from api.routes import events, health, keys, stats, tasks, users, workers
 from shared import __version__
 from shared.background.periodic import Supervisor
 from shared.background.relay import relay_loop
 from shared.db.engine import create_engine
+from shared.db.wakeups import Wakeups
 from shared.logs import configure_logging
 from shared.messaging.publisher import Publisher
 from shared.settings import Settings, get_settings
@@ -30,10 +32,18 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.engine = create_engine(settings)
         app.state.publisher = Publisher(settings)
         app.state.key_cache = KeyCache(settings.auth_cache_seconds)
+        app.state.session_cache = KeyCache(settings.auth_cache_seconds)
+        app.state.event_hub = EventHub(app.state.engine, settings)
+        wakeups = Wakeups(app.state.engine)
+        wakeups.install()
         loops = Supervisor()
         try:
             await app.state.publisher.start()
-            loops.start(relay_loop(app.state.engine, app.state.publisher, settings))
+            loops.start(
+                relay_loop(app.state.engine, app.state.publisher, settings),
+                wakeups.loop(),
+                *app.state.event_hub.loops(),
+            )
             yield
         finally:
             await loops.stop()
@@ -63,6 +73,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(workers.router)
     app.include_router(users.router)
     app.include_router(keys.router)
+    app.include_router(events.router)
     return app
 
 

@@ -46,6 +46,19 @@ class Settings(BaseSettings):
     # Origins allowed to call the API from a browser (CORS), comma-separated; empty: none.
     cors_origins: Annotated[list[str], NoDecode] = []
 
+    # Event stream (GET /api/v1/events): how often each API process reads new history when
+    # no wake-up came (a wake-up normally arrives within milliseconds of a change).
+    events_poll_seconds: float = Field(0.5, gt=0, le=10)
+    # Events one stream may have waiting to be sent; a client that falls this far behind
+    # is disconnected (it resumes with Last-Event-ID) instead of growing the server's memory.
+    stream_buffer_events: int = Field(1000, ge=10, le=100_000)
+    # Keep-alive comment on an idle stream, for proxies that close quiet connections.
+    stream_keepalive_seconds: float = Field(15.0, gt=0, le=300)
+    # How often an open stream checks that its key or session is still valid.
+    stream_recheck_seconds: float = Field(5.0, gt=0, le=300)
+    # A dashboard sign-in lasts this long (or until sign-out, or its key is revoked).
+    dashboard_session_hours: float = Field(12.0, gt=0, le=24 * 30)
+
     # How often the relay looks for NEW tasks (stored, message not confirmed) to publish.
     relay_interval_seconds: float = Field(1.0, gt=0, le=60)
 

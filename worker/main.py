@@ -15,6 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from shared.background.periodic import Supervisor
 from shared.background.relay import relay_loop
 from shared.db.engine import connect, create_engine, until_available
+from shared.db.wakeups import Wakeups
 from shared.db.workers import WorkerIdentity, WorkerRepository
 from shared.domain.errors import DatabaseUnavailable
 from shared.messaging import publisher as broker
@@ -61,7 +62,10 @@ async def run_worker(settings: Settings, identity: str, stop: asyncio.Event | No
     # A worker needs a connection per running task plus one each for its heartbeat, reaper
     # and relay; DB_POOL_SIZE is sized for the API, and N workers x 20 would exhaust
     # PostgreSQL's max_connections long before N workers are busy.
-    engine = create_engine(settings, pool_size=settings.worker_prefetch + 3)
+    # ... and one for the event stream's wake-ups.
+    engine = create_engine(settings, pool_size=settings.worker_prefetch + 4)
+    wakeups = Wakeups(engine)
+    wakeups.install()
     # Publishing (retries, dead letters, relay) has a connection of its own, as RabbitMQ
     # advises: flow control on publishers then never slows down consuming.
     publisher = Publisher(settings)
@@ -75,6 +79,7 @@ async def run_worker(settings: Settings, identity: str, stop: asyncio.Event | No
         heartbeat.loop(),
         reaper_loop(engine, publisher, settings, identity),
         relay_loop(engine, publisher, settings, identity),
+        wakeups.loop(),
     )
     try:
         channel = await connection.channel()

@@ -23,6 +23,8 @@ from sqlalchemy import (
     text,
 )
 from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.dialects.postgresql.base import ischema_names
+from sqlalchemy.types import UserDefinedType
 
 from shared.domain.enums import Role, TaskPriority, TaskStatus
 
@@ -51,6 +53,19 @@ metadata = MetaData(
         "pk": "pk_%(table_name)s",
     }
 )
+
+
+class Xid8(UserDefinedType[int]):
+    """PostgreSQL's 64-bit transaction id: which transaction wrote a history row."""
+
+    cache_ok = True
+
+    def get_col_spec(self, **kw: object) -> str:
+        return "XID8"
+
+
+# So that reflection (alembic check) knows the type instead of warning about it.
+ischema_names["xid8"] = Xid8
 
 
 def _one_of(column: str, values: list[str]) -> str:
@@ -150,6 +165,8 @@ Index(
     tasks.c.created_at.desc(),
     tasks.c.id.desc(),
 )
+# The dashboard's search by title prefix (LIKE 'prefix%' needs the C ordering of text_pattern_ops).
+Index("ix_tasks_title_pattern", tasks.c.title, postgresql_ops={"title": "text_pattern_ops"})
 # Running tasks by lease end: the reaper's scan, and which tasks each worker runs.
 Index(
     "ix_tasks_in_progress_lease_expires_at",
@@ -173,8 +190,19 @@ task_events = Table(
     Column("reason", String(REASON_MAX_CHARS), nullable=True),
     # The user whose API request made the change (an admin acting on another's task shows).
     Column("user_id", Uuid, nullable=True),
+    # The writing transaction. Ids from the sequence become visible in commit order, not id
+    # order; the event stream sends rows in (xact_id, id) order, and only those of
+    # transactions older than every running one, so it can never skip a row that commits
+    # late. Null: written before this column existed (migration 0006), before every stream.
+    Column("xact_id", Xid8, nullable=True, server_default=text("pg_current_xact_id()")),
 )
 Index("ix_task_events_task_id_id", task_events.c.task_id, task_events.c.id)
+Index(
+    "ix_task_events_xact_id_id",
+    task_events.c.xact_id,
+    task_events.c.id,
+    postgresql_where=task_events.c.xact_id.is_not(None),
+)
 # Time-window statistics read recent events; rows arrive in time order, so a BRIN index
 # (a few pages, next to free to maintain) finds them.
 Index("ix_task_events_at", task_events.c.at, postgresql_using="brin")
@@ -208,3 +236,18 @@ workers = Table(
     Column("processed", BigInteger, nullable=False, server_default="0"),
     Column("failed", BigInteger, nullable=False, server_default="0"),
 )
+
+# Dashboard sign-ins: an API key exchanged for a cookie. Only the token's SHA-256 digest is
+# stored; a session ends at sign-out, at expiry, or when its key is revoked or its user
+# disabled (both checked on every lookup).
+sessions = Table(
+    "sessions",
+    metadata,
+    Column("id", Uuid, primary_key=True, server_default=text("gen_random_uuid()")),
+    Column("digest", LargeBinary(32), nullable=False, unique=True),
+    Column("key_id", Uuid, ForeignKey("api_keys.id", ondelete="CASCADE"), nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Column("expires_at", DateTime(timezone=True), nullable=False),
+    Column("ended_at", DateTime(timezone=True), nullable=True),
+)
+Index("ix_sessions_key_id", sessions.c.key_id)

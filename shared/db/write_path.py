@@ -48,6 +48,11 @@ OWNED = or_(
     bindparam("owner", type_=Uuid()).is_(None), tasks.c.owner_id == bindparam("owner", type_=Uuid())
 )
 
+# Marks every write-path statement, so that `shared.db.wakeups` can tell the event stream
+# that history rows were written, without a trigger (a NOTIFY in the writing transaction
+# serialises commits: it halved insert throughput at 4 clients, 8.3k -> 4.4k tps, here).
+RECORDS_HISTORY = "taskq_records_history"
+
 # What a new task's INSERT binds; everything else takes the column's default.
 NEW_TASK_FIELDS = (
     "owner_id",
@@ -158,7 +163,11 @@ def _recorded(changed: CTE, reason: Reason) -> Select[Any]:
         )
         .cte("event")
     )
-    return select(*(changed.c[column.name] for column in tasks.c)).add_cte(event, _counted(changed))
+    return (
+        select(*(changed.c[column.name] for column in tasks.c))
+        .add_cte(event, _counted(changed))
+        .execution_options(**{RECORDS_HISTORY: True})
+    )
 
 
 def _reason_param(default: str | None) -> ColumnElement[str]:

@@ -48,6 +48,14 @@ class Forbidden(TaskServiceError):
     """Only an admin may do this."""
 
 
+class CsrfRefused(TaskServiceError):
+    """A changing request made with a dashboard session must carry its X-CSRF-Token."""
+
+
+class UnknownEventId(TaskServiceError):
+    """Last-Event-ID names no event; reconnect without it, or with 0 for all history."""
+
+
 class UserNotFound(TaskServiceError):
     """No user has this id."""
 

@@ -99,6 +99,31 @@ class TaskEvent:
 
 
 @dataclass(frozen=True, slots=True)
+class StreamEvent:
+    """A history row as the event stream sends it, with its task's current summary."""
+
+    id: int
+    xact_id: int
+    task_id: uuid.UUID
+    at: datetime
+    from_status: str | None
+    to_status: str
+    attempt: int
+    reason: str | None
+    worker_id: str | None
+    owner_id: uuid.UUID
+    title: str
+    priority: str
+    status: str
+    kind: str
+    created_at: datetime
+
+    @property
+    def position(self) -> tuple[int, int]:
+        return (self.xact_id, self.id)
+
+
+@dataclass(frozen=True, slots=True)
 class WorkerRecord:
     id: str
     hostname: str

@@ -1,0 +1,73 @@
+"""Wake-ups for the event stream: a NOTIFY after history rows are written, coalesced.
+
+Every process that writes history (API, worker) installs one on its engine. After a
+write-path statement commits, the process sends one `NOTIFY taskq_events` from a pooled
+connection, at most once per COALESCE_S however many rows were written meanwhile. The
+NOTIFY runs in a transaction of its own, which has no transaction id and so never holds
+up the writing ones. A wake-up that is lost (the process died between the commit and
+the NOTIFY) only delays the stream until its next poll: the history table is the source.
+"""
+
+import asyncio
+import logging
+from typing import Any
+
+from sqlalchemy import event, text
+from sqlalchemy.engine import Connection
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from shared.background.periodic import Loop
+from shared.db.engine import connect, translate_unavailable
+from shared.db.write_path import RECORDS_HISTORY
+
+log = logging.getLogger(__name__)
+
+CHANNEL = "taskq_events"
+# Long enough to fold a burst of transitions into one NOTIFY, short next to the 1 s the
+# stream promises.
+COALESCE_S = 0.005
+_NOTIFY = text(f"SELECT pg_notify('{CHANNEL}', '')")
+_PENDING = "taskq_history_pending"
+
+
+class Wakeups:
+    """Sends the stream's wake-up after this process's history writes have committed."""
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self._engine = engine
+        self._poked = asyncio.Event()
+
+    def install(self) -> None:
+        sync_engine = self._engine.sync_engine
+        event.listen(sync_engine, "after_execute", self._after_execute)
+        event.listen(sync_engine, "commit", self._after_commit)
+        event.listen(sync_engine, "rollback", self._after_rollback)
+
+    def loop(self) -> Loop:
+        return Loop("wakeups", 0, self._notify_once_poked)
+
+    def _after_execute(
+        self, conn: Connection, clause: Any, multi: Any, params: Any, options: Any, result: Any
+    ) -> None:
+        if not options.get(RECORDS_HISTORY):
+            return
+        if options.get("isolation_level", "AUTOCOMMIT") == "AUTOCOMMIT":
+            self._poked.set()  # autocommit: the row is committed already
+        else:
+            conn.info[_PENDING] = True  # in a transaction: once it commits
+
+    def _after_commit(self, conn: Connection) -> None:
+        if conn.info.pop(_PENDING, False):
+            self._poked.set()
+
+    def _after_rollback(self, conn: Connection) -> None:
+        conn.info.pop(_PENDING, None)
+
+    async def _notify_once_poked(self) -> bool:
+        await self._poked.wait()
+        await asyncio.sleep(COALESCE_S)
+        self._poked.clear()
+        async with connect(self._engine) as conn:
+            with translate_unavailable():
+                await conn.execute(_NOTIFY)
+        return True
