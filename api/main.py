@@ -9,6 +9,7 @@ from fastapi.middleware.cors import CORSMiddleware
 from api import errors
 from api.auth import KeyCache
 from api.body_limit import BodyLimitMiddleware
+from api.dashboard import pages as dashboard
 from api.live.hub import EventHub
 from api.metrics import MetricsMiddleware
 from api.routes import events, health, keys, stats, tasks, users, workers
@@ -74,6 +75,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(users.router)
     app.include_router(keys.router)
     app.include_router(events.router)
+    dashboard.install(app)
     return app
 
 

@@ -248,6 +248,18 @@ class Stats(Summary):
     workers_online: int
 
 
+class MinuteOut(BaseModel):
+    start: datetime = Field(description="The minute's first instant")
+    completed: int
+    failed: int
+    duration_p50_seconds: float | None = Field(description="Of the tasks that finished in it")
+    duration_p95_seconds: float | None
+
+
+class Timeline(BaseModel):
+    minutes: list[MinuteOut] = Field(description="Oldest first, the current minute last")
+
+
 class ApiHealth(BaseModel):
     status: str
     version: str

@@ -1,10 +1,12 @@
 """Statistics: exact counts per status and priority, throughput, durations, queue depths."""
 
-from fastapi import APIRouter
+from typing import Annotated
+
+from fastapi import APIRouter, Query
 
 from api.deps import PublisherDep, SettingsDep, StatsDep, WorkersDep
 from api.errors import AUTH_ERRORS, ERRORS
-from api.schemas import Stats, Summary, Throughput
+from api.schemas import MinuteOut, Stats, Summary, Throughput, Timeline
 from shared.db.stats import Counts
 from shared.domain.enums import TaskStatus, WorkerState
 from shared.messaging.depths import queue_depths
@@ -51,4 +53,24 @@ async def full_stats(
         queue_unacknowledged=depths.unacknowledged,
         dead_letters=depths.dead_letters,
         workers_online=len(online),
+    )
+
+
+@router.get("/stats/timeline", responses=ERRORS)
+async def timeline(
+    stats: StatsDep, minutes: Annotated[int, Query(ge=1, le=24 * 60)] = 60
+) -> Timeline:
+    """Per minute over the last `minutes` (the caller's tasks; an admin's: all): how many
+    COMPLETED and FAILED, and their durations' p50 and p95. Minutes without any are zeros."""
+    return Timeline(
+        minutes=[
+            MinuteOut(
+                start=minute.start,
+                completed=minute.completed,
+                failed=minute.failed,
+                duration_p50_seconds=minute.duration_p50_s,
+                duration_p95_seconds=minute.duration_p95_s,
+            )
+            for minute in await stats.timeline(minutes=minutes)
+        ]
     )

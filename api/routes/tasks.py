@@ -21,6 +21,7 @@ from api.schemas import (
     TaskStatusOut,
     TaskUpdate,
 )
+from shared.db.tables import TITLE_MAX_CHARS
 from shared.domain.enums import TaskPriority, TaskStatus
 from shared.domain.records import NewTask
 from shared.services.changes import change_task, rerun_task
@@ -72,6 +73,15 @@ async def list_tasks(
         list[uuid.UUID] | None,
         Query(description="Owners' user ids (admins; a member only ever sees their own)"),
     ] = None,
+    title_prefix: Annotated[
+        str | None,
+        Query(
+            min_length=1,
+            max_length=TITLE_MAX_CHARS,
+            pattern=r"^[^\x00]*$",
+            description="Titles starting with it",
+        ),
+    ] = None,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
     offset: Annotated[int, Query(ge=0, le=1_000_000_000)] = 0,
     cursor: Annotated[
@@ -89,6 +99,7 @@ async def list_tasks(
         statuses=status_ or (),
         priorities=priority or (),
         owners=owner or (),
+        title_prefix=title_prefix,
         limit=limit,
         offset=offset,
         after=after,

@@ -28,7 +28,7 @@ StreamPosition = tuple[int, int]
 START: StreamPosition = (0, 0)
 
 _OF_TASK = (
-    select(task_events)
+    select(*(column for column in task_events.c if column.name != "xact_id"))
     .where(task_events.c.task_id == bindparam("task_id"))
     .order_by(task_events.c.id)
 )

@@ -3,7 +3,7 @@ from recent history, both fast at millions of tasks."""
 
 import uuid
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Interval, Select, Uuid, bindparam, func, or_, select
@@ -86,6 +86,38 @@ def _window_statement() -> Select[*tuple[Any, ...]]:
 _WINDOW = _window_statement()
 
 
+@dataclass(frozen=True)
+class Minute:
+    """What finished in one minute: how many, and how long they ran."""
+
+    start: datetime
+    completed: int
+    failed: int
+    duration_p50_s: float | None
+    duration_p95_s: float | None
+
+
+def _timeline_statement() -> Select[*tuple[Any, ...]]:
+    minute = func.date_trunc("minute", task_events.c.at).label("minute")
+    duration = func.extract("epoch", tasks.c.completed_at - tasks.c.started_at)
+    first = func.date_trunc("minute", func.now()) - bindparam("span", type_=Interval())
+    return (
+        select(
+            minute,
+            func.count().filter(task_events.c.to_status == TaskStatus.COMPLETED.value),
+            func.count().filter(task_events.c.to_status == TaskStatus.FAILED.value),
+            func.percentile_cont(0.5).within_group(duration),
+            func.percentile_cont(0.95).within_group(duration),
+        )
+        .select_from(task_events.join(tasks, tasks.c.id == task_events.c.task_id))
+        .where(task_events.c.at >= first, task_events.c.to_status.in_(FINISHED), OWNED)
+        .group_by(minute)
+    )
+
+
+_TIMELINE = _timeline_statement()
+
+
 class StatsRepository:
     def __init__(self, conn: AsyncConnection, *, owner: uuid.UUID | None = None) -> None:
         """`owner`: count only that user's tasks (a member's scope); None counts all."""
@@ -121,6 +153,24 @@ class StatsRepository:
             wait_p50_s=_seconds(row["wait_p50"]),
             wait_p95_s=_seconds(row["wait_p95"]),
         )
+
+    async def timeline(self, *, minutes: int) -> list[Minute]:
+        """The last `minutes` minutes (the current one included), oldest first, each one
+        there even when nothing finished in it."""
+        values = {"span": timedelta(minutes=minutes - 1), "owner": self._owner}
+        with translate_unavailable():
+            rows = (await self._conn.execute(_TIMELINE, values)).all()
+            now = (await self._conn.execute(select(func.now()))).scalar_one()
+        found = {row[0]: row for row in rows}
+        current = now.replace(second=0, microsecond=0)
+        starts = [current - timedelta(minutes=back) for back in range(minutes - 1, -1, -1)]
+        return [_minute(start, found.get(start)) for start in starts]
+
+
+def _minute(start: datetime, row: Any) -> Minute:
+    if row is None:
+        return Minute(start, 0, 0, None, None)
+    return Minute(start, int(row[1]), int(row[2]), _seconds(row[3]), _seconds(row[4]))
 
 
 def _seconds(value: object) -> float | None:

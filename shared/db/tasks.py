@@ -178,14 +178,17 @@ class TaskRepository:
         statuses: Collection[TaskStatus] = (),
         priorities: Collection[TaskPriority] = (),
         owners: Collection[uuid.UUID] = (),
+        title_prefix: str | None = None,
         limit: int,
         offset: int = 0,
         after: PagePosition | None = None,
+        with_total: bool = True,
     ) -> TaskPage:
         """Newest first, ties broken by id, so pages are stable while tasks keep arriving.
 
         `after` (keyset pagination) starts right after a task, at any depth as fast as the
-        first page; `offset` has to walk past every row it skips.
+        first page; `offset` has to walk past every row it skips. Without `with_total` the
+        count is left out (total 0): the dashboard pages by cursor and needs none.
         """
         where: list[ColumnElement[bool]] = []
         if self._owner is not None:
@@ -196,6 +199,8 @@ class TaskRepository:
             where.append(tasks.c.status.in_([s.value for s in statuses]))
         if priorities:
             where.append(tasks.c.priority.in_([p.value for p in priorities]))
+        if title_prefix:
+            where.append(tasks.c.title.startswith(title_prefix, autoescape=True))
         position = []
         if after is not None:
             position.append(tuple_(tasks.c.created_at, tasks.c.id) < tuple_(*after))
@@ -207,6 +212,8 @@ class TaskRepository:
             .offset(offset)
         )
         items = await self._many(page)
+        if not with_total:
+            return TaskPage(items=items, total=0, total_is_exact=False)
         total, exact = await self._count(where)
         return TaskPage(items=items, total=total, total_is_exact=exact)
 
