@@ -23,6 +23,9 @@ MAX_TASK_IDS = 100
 @router.get(
     "",
     response_class=EventStream,
+    status_code=200,
+    response_description="`text/event-stream`: `event: task`, `id: <history row id>`, "
+    "`data: <JSON>` per event; `: keep-alive` comments when idle",
     responses={400: {"model": ErrorOut, "description": "Last-Event-ID names no event"}, **ERRORS},
 )
 async def stream_events(

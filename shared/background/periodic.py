@@ -45,12 +45,22 @@ async def run_loop(loop: Loop, restart_pause_s: float = RESTART_PAUSE_S) -> None
             log.warning("%s paused: database unavailable", loop.name)
             again = False
         except Exception:
+            if _being_stopped():
+                raise asyncio.CancelledError() from None
             FAILURES.labels(loop.name).inc()
             log.exception("%s crashed; restarting in %.1f s", loop.name, restart_pause_s)
             await asyncio.sleep(restart_pause_s)
             continue
         # Even "again" yields once: a step that never suspends must not starve the loop.
         await asyncio.sleep(0 if again else loop.interval_s)
+
+
+def _being_stopped() -> bool:
+    """Whether this loop's task was cancelled. A library may turn the CancelledError it
+    got into an error of its own (SQLAlchemy does, when a cancel hits a connection being
+    closed); taken for a crash, the loop would live on and its stop would wait forever."""
+    task = asyncio.current_task()
+    return task is not None and task.cancelling() > 0
 
 
 class Supervisor:

@@ -5,7 +5,7 @@ import logging
 
 import pytest
 
-from shared.background.periodic import Loop, run_loop
+from shared.background.periodic import Loop, Supervisor, run_loop
 from shared.domain.errors import DatabaseUnavailable
 from tests.support.metrics import loop_failures
 
@@ -73,3 +73,21 @@ async def test_a_step_asking_for_more_runs_again_without_waiting() -> None:
     await asyncio.wait_for(done.wait(), timeout=5)
     runner.cancel()
     assert calls >= 3
+
+
+async def test_a_loop_stops_even_when_its_cancellation_comes_back_as_another_error() -> None:
+    started = asyncio.Event()
+
+    async def step() -> None:
+        started.set()
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            # What SQLAlchemy does when a cancel hits a connection being closed.
+            raise RuntimeError("Can't reconnect until invalid transaction is rolled back") from None
+
+    supervisor = Supervisor()
+    supervisor.start(Loop("swallowing-loop", 0.01, step))
+    await asyncio.wait_for(started.wait(), timeout=5)
+
+    await asyncio.wait_for(supervisor.stop(), timeout=5)  # hung forever before the fix
