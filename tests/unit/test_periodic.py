@@ -90,4 +90,7 @@ async def test_a_loop_stops_even_when_its_cancellation_comes_back_as_another_err
     supervisor.start(Loop("swallowing-loop", 0.01, step))
     await asyncio.wait_for(started.wait(), timeout=5)
 
-    await asyncio.wait_for(supervisor.stop(), timeout=5)  # hung forever before the fix
+    stopping = asyncio.create_task(supervisor.stop())
+    done, _ = await asyncio.wait({stopping}, timeout=5)
+
+    assert stopping in done, "the loop lived on after it was cancelled"
