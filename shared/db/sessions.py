@@ -14,7 +14,7 @@ from shared.domain.enums import Role
 from shared.domain.records import Principal
 
 _CREATE = insert(sessions).values(
-    digest=bindparam("digest"),
+    digest=bindparam("new_digest"),
     key_id=bindparam("key_id"),
     expires_at=func.now() + bindparam("lifetime", type_=Interval()),
 )
@@ -24,7 +24,7 @@ _PRINCIPAL = (
     .join(api_keys, api_keys.c.id == sessions.c.key_id)
     .join(users, users.c.id == api_keys.c.user_id)
     .where(
-        sessions.c.digest == bindparam("digest"),
+        sessions.c.digest == bindparam("wanted_digest"),
         sessions.c.ended_at.is_(None),
         sessions.c.expires_at > func.now(),
         api_keys.c.revoked_at.is_(None),
@@ -34,7 +34,7 @@ _PRINCIPAL = (
 )
 _END = (
     update(sessions)
-    .where(sessions.c.digest == bindparam("digest"), sessions.c.ended_at.is_(None))
+    .where(sessions.c.digest == bindparam("wanted_digest"), sessions.c.ended_at.is_(None))
     .values(ended_at=func.now())
 )
 
@@ -46,14 +46,14 @@ class SessionRepository:
     async def start(self, principal: Principal, *, lifetime: timedelta) -> str:
         """A new session for the key behind `principal`: the token, for the cookie only."""
         token = tokens.new_token()
-        values = {"digest": tokens.digest(token), "key_id": principal.key_id, "lifetime": lifetime}
+        values = {"new_digest": tokens.digest(token), "key_id": principal.key_id, "lifetime": lifetime}
         with translate_unavailable():
             await self._conn.execute(_CREATE, values)
         return token
 
     async def principal(self, token: str) -> Principal | None:
         with translate_unavailable():
-            result = await self._conn.execute(_PRINCIPAL, {"digest": tokens.digest(token)})
+            result = await self._conn.execute(_PRINCIPAL, {"wanted_digest": tokens.digest(token)})
             row = result.mappings().first()
         if row is None:
             return None
@@ -63,4 +63,4 @@ class SessionRepository:
 
     async def end(self, token: str) -> None:
         with translate_unavailable():
-            await self._conn.execute(_END, {"digest": tokens.digest(token)})
+            await self._conn.execute(_END, {"wanted_digest": tokens.digest(token)})
