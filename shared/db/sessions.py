@@ -46,7 +46,11 @@ class SessionRepository:
     async def start(self, principal: Principal, *, lifetime: timedelta) -> str:
         """A new session for the key behind `principal`: the token, for the cookie only."""
         token = tokens.new_token()
-        values = {"new_digest": tokens.digest(token), "key_id": principal.key_id, "lifetime": lifetime}
+        values = {
+            "new_digest": tokens.digest(token),
+            "key_id": principal.key_id,
+            "lifetime": lifetime,
+        }
         with translate_unavailable():
             await self._conn.execute(_CREATE, values)
         return token

@@ -17,7 +17,9 @@ from tests.support.users import auth, make_user
 
 
 @asynccontextmanager
-async def browser(settings: Settings, base_url: str = "http://dash") -> AsyncIterator[httpx.AsyncClient]:
+async def browser(
+    settings: Settings, base_url: str = "http://dash"
+) -> AsyncIterator[httpx.AsyncClient]:
     """A cookie-keeping client of an in-process API, sending no key of its own."""
     app = create_app(settings)
     async with app.router.lifespan_context(app):

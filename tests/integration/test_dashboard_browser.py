@@ -21,13 +21,14 @@ from tests.support.users import auth, make_user
 
 CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
 SHOTS = ROOT / "tests" / "screenshots"
+CHROMIUM_FOUND = Path(CHROMIUM).exists()
 LAPTOP = {"width": 1280, "height": 800}
 PHONE = {"width": 390, "height": 844}
 
 
 @pytest.fixture(scope="module")
 async def browser() -> AsyncIterator[Browser]:
-    if not Path(CHROMIUM).exists():
+    if not CHROMIUM_FOUND:
         pytest.fail(f"{CHROMIUM} is missing: apt-get install chromium (.ci/run does)")
     async with async_playwright() as playwright:
         launched = await playwright.chromium.launch(executable_path=CHROMIUM)
