@@ -57,11 +57,16 @@ class Wakeups:
             conn.info[_PENDING] = True  # in a transaction: once it commits
 
     def _after_commit(self, conn: Connection) -> None:
-        if conn.info.pop(_PENDING, False):
+        if not conn.invalidated and conn.info.pop(_PENDING, False):
             self._poked.set()
 
     def _after_rollback(self, conn: Connection) -> None:
-        conn.info.pop(_PENDING, None)
+        # An invalidated connection (a statement cancelled or broken mid-flight) has no
+        # DBAPI connection left, nor its info (cleared when the pool reconnects), and
+        # `conn.info` would raise PendingRollbackError here, in place of the error that is
+        # being handled: a CancelledError, at shutdown, that its loop then never sees.
+        if not conn.invalidated:
+            conn.info.pop(_PENDING, None)
 
     async def _notify_once_poked(self) -> bool:
         await self._poked.wait()
