@@ -126,6 +126,9 @@ class EventHub:
         self._started = asyncio.Event()
         self._position: StreamPosition = (0, 0)
         self._first_read = True
+        # Rows per read: never more than one stream may have waiting, or a burst would drop
+        # every stream of a small STREAM_BUFFER_EVENTS, however promptly its client reads.
+        self._batch = min(BATCH, settings.stream_buffer_events)
 
     def loops(self) -> list[Loop]:
         return [Loop("event-hub", 0, self._read), Loop("event-listener", 1.0, self._listen)]
@@ -187,10 +190,10 @@ class EventHub:
             if not self._started.is_set():
                 self._position = await events.frontier()
                 self._started.set()
-            found = await events.settled_after(self._position, limit=BATCH)
+            found = await events.settled_after(self._position, limit=self._batch)
         if found:
             self._fan_out(found)
-        if len(found) == BATCH:
+        if len(found) == self._batch:
             self._woken.set()
             return True
         return False
