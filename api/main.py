@@ -11,6 +11,7 @@ from api.auth import KeyCache
 from api.body_limit import BodyLimitMiddleware
 from api.dashboard import pages as dashboard
 from api.live.hub import EventHub
+from api.live.sse import ExposeTransport
 from api.metrics import MetricsMiddleware
 from api.routes import events, health, keys, stats, tasks, users, workers
 from shared import __version__
@@ -79,4 +80,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     return app
 
 
-app = create_app()
+# uvicorn serves this; ExposeTransport lets a too-slow event stream be cut off at once.
+app = ExposeTransport(create_app())

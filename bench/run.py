@@ -27,11 +27,13 @@ import asyncpg
 import httpx
 
 from api import pagination
+from api.auth import SESSION_COOKIE
 from bench import bare
 from shared.db.engine import create_engine
 from shared.domain.enums import Role
 from shared.messaging.topology import topology
 from shared.settings import Settings
+from tests.support.dashboard import session_cookie, sign_in
 from tests.support.databases import alembic, create_database, drop_database, plain_dsn
 from tests.support.processes import Process, free_port, start_api, start_worker, wait_ready
 from tests.support.services import find_services
@@ -81,8 +83,8 @@ class Bench:
         self.admin_id: uuid.UUID | None = None
 
     # --- processes -------------------------------------------------------------------------
-    async def start_api(self) -> None:
-        self.api = start_api(self.settings, self.port, **QUIET)
+    async def start_api(self, **env: str) -> None:
+        self.api = start_api(self.settings, self.port, **QUIET, **env)
         await wait_ready(self.api, self.base_url)
 
     def start_workers(self, count: int) -> None:
@@ -126,8 +128,12 @@ class Bench:
         await _wait(done, timeout_s, f"{expected} completed tasks")
 
     # --- load --------------------------------------------------------------------------------
-    def wrk(self, path: str, seconds: float, connections: int, post: bool = False) -> Results:
+    def wrk(
+        self, path: str, seconds: float, connections: int, post: bool = False, cookie: str = ""
+    ) -> Results:
         env = {**os.environ, "API_KEY": self.key, **({"POST_BODY": CREATE_BODY} if post else {})}
+        if cookie:
+            env["COOKIE"] = cookie
         command = [
             "wrk",
             f"-t{min(2, connections)}",
@@ -258,6 +264,14 @@ class Bench:
         }
         # Two connections: latency, not the queue that builds up in front of one process.
         self.results["scale"] = {name: self.wrk(path, 5, 2) for name, path in reads.items()}
+        cookie = f"{SESSION_COOKIE}={await self.session()}"
+        pages = {
+            "tasks page (rows)": "/dashboard/tasks/rows",
+            "tasks page, status filter": "/dashboard/tasks/rows?status=FAILED",
+            "tasks page, title prefix": "/dashboard/tasks/rows?q=bulk%2042",
+        }
+        for name, path in pages.items():
+            self.results["scale"][name] = self.wrk(path, 5, 2, cookie=cookie)
         self.results["scale"]["create"] = self.wrk(
             "/api/v1/tasks", self.args.seconds, 32, post=True
         )
@@ -280,7 +294,7 @@ class Bench:
                 (
                     uuid.uuid4(),
                     self.admin_id,
-                    "bulk",
+                    f"bulk {rng.randrange(10_000)}",  # "bulk 42" matches 0.11 % of them
                     rng.choice(("LOW", "MEDIUM", "HIGH")),
                     status,
                     "simulate",
@@ -321,6 +335,88 @@ class Bench:
         finally:
             await conn.close()
 
+    async def session(self) -> str:
+        """A dashboard session of the bench's admin, signed in as a browser does."""
+        async with httpx.AsyncClient(base_url=self.base_url) as client:
+            await sign_in(client, self.key)
+            return session_cookie(client)
+
+    async def streams(self, count: int = 100, events: int = 20_000, rate_per_s: int = 50) -> None:
+        """Fan-out of one API process to `count` event streams: how fast, how much memory
+        each stream costs, and the latency from a worker's write to a client at a steady
+        `rate_per_s` tasks/s."""
+        self.stop_all()
+        await self.truncate()
+        # Room for the whole burst: the readers share one Python process, which falls
+        # behind the server; the default buffer would (rightly) drop them mid-burst.
+        await self.start_api(STREAM_BUFFER_EVENTS=str(events * 2))
+        assert self.api is not None
+        idle_mb = _rss_mb(self.api)
+        readers = [StreamReader(self.base_url, self.key, parse=i < 10) for i in range(count)]
+        for reader in readers:
+            reader.start()
+        await _wait(lambda: _all_open(readers), 30, f"{count} streams open")
+        per_stream_kb = (_rss_mb(self.api) - idle_mb) * 1024 / count
+        fan_out = await self._fan_out(readers, events)
+        latency = await self._stream_latency(readers, rate_per_s)
+        for reader in readers:
+            await reader.stop()
+        self.results["streams"] = {
+            "streams": count,
+            "events": events,
+            "per_stream_kb": per_stream_kb,
+            "fan_out_events_per_s": fan_out,
+            "latency_rate_per_s": rate_per_s,
+            **latency,
+        }
+
+    async def _fan_out(self, readers: list["StreamReader"], events: int) -> float:
+        """Events/s reaching every stream: rows written in one go, timed until the last
+        stream has them all (the hub reads them in batches, as it would after a burst)."""
+        task = (
+            await self.sql(
+                "INSERT INTO tasks (owner_id, title, priority, status, kind) "
+                "VALUES ($1, 'fan-out', 'LOW', 'COMPLETED', 'simulate') RETURNING id",
+                self.admin_id,
+            )
+        )[0]["id"]
+        before = [reader.events for reader in readers]
+        started = time.monotonic()
+        await self.sql(
+            "INSERT INTO task_events (task_id, to_status, attempt) "
+            "SELECT $1, 'COMPLETED', n FROM generate_series(1, $2) AS n",
+            task,
+            events,
+        )
+
+        async def everywhere() -> bool:
+            return all(r.events - b >= events for r, b in zip(readers, before, strict=True))
+
+        await _wait(everywhere, 300, f"{events} events on every stream", interval_s=0.01)
+        return events / (time.monotonic() - started)
+
+    async def _stream_latency(self, readers: list["StreamReader"], rate_per_s: int) -> Results:
+        """Tasks created at a steady rate and run by a worker; each parsed stream notes how
+        long after its `at` (the writing statement's time) every event arrived."""
+        self.start_workers(1)
+        await asyncio.sleep(1)
+        for reader in readers:
+            reader.delays_ms.clear()
+        count = rate_per_s * 10
+        async with httpx.AsyncClient(base_url=self.base_url, headers=auth(self.key)) as client:
+            started = time.monotonic()
+            posts = []
+            for n in range(count):
+                await asyncio.sleep(max(0.0, started + n / rate_per_s - time.monotonic()))
+                body = {"title": "live", "params": {"duration": 0}}
+                posts.append(asyncio.create_task(client.post("/api/v1/tasks", json=body)))
+            await asyncio.gather(*posts)
+        await self.wait_all_done(count)
+        await asyncio.sleep(1)  # the last events' way to the streams
+        self.stop_workers()
+        delays = sorted(d for reader in readers for d in reader.delays_ms)
+        return {"latency_events": len(delays), **_percentiles(delays)}
+
     async def memory(self) -> None:
         """RSS of a fresh API and worker after 1k and after 10k tasks through them."""
         self.stop_all()
@@ -339,12 +435,57 @@ class Bench:
         self.results["memory"] = samples
 
 
-async def _wait(probe: Callable[[], Awaitable[bool]], timeout_s: float, what: str) -> None:
+async def _wait(
+    probe: Callable[[], Awaitable[bool]], timeout_s: float, what: str, interval_s: float = 0.2
+) -> None:
     deadline = time.monotonic() + timeout_s
     while not await probe():
         if time.monotonic() > deadline:
             raise SystemExit(f"timed out waiting for {what}")
-        await asyncio.sleep(0.2)
+        await asyncio.sleep(interval_s)
+
+
+class StreamReader:
+    """One client of GET /api/v1/events: counts the events it gets; a parsing one also
+    notes each event's delay since its `at`."""
+
+    def __init__(self, base_url: str, key: str, *, parse: bool) -> None:
+        self._client = httpx.AsyncClient(base_url=base_url, headers=auth(key), timeout=None)
+        self._parse = parse
+        self.events = 0
+        self.open = False
+        self.delays_ms: list[float] = []
+        self._pending = b""  # a parsing reader's unfinished message
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._read())
+
+    async def _read(self) -> None:
+        async with self._client.stream("GET", "/api/v1/events") as response:
+            self.open = True
+            async for chunk in response.aiter_raw():
+                self.events += chunk.count(b"event: task")
+                if self._parse:
+                    self._note_delays(chunk)
+
+    def _note_delays(self, chunk: bytes) -> None:
+        now = datetime.now(UTC)
+        *messages, self._pending = (self._pending + chunk).split(b"\n\n")
+        for line in b"\n".join(messages).split(b"\n"):
+            if line.startswith(b"data: "):
+                at = datetime.fromisoformat(json.loads(line[6:])["at"])
+                self.delays_ms.append((now - at).total_seconds() * 1000)
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+        await self._client.aclose()
+
+
+async def _all_open(readers: list[StreamReader]) -> bool:
+    return all(reader.open for reader in readers)
 
 
 def _percentiles(values_ms: list[float]) -> Results:
@@ -407,6 +548,23 @@ def table(results: Results) -> str:
             "≥ 90 %",
         ),
     ]
+    streams = results.get("streams")
+    if streams:
+        n = streams["streams"]
+        rows += [
+            (
+                f"event stream fan-out to {n} streams (1 API process)",
+                f"{streams['fan_out_events_per_s']:.0f} events/s to each "
+                f"({streams['fan_out_events_per_s'] * n:.0f} deliveries/s)",
+                "",
+            ),
+            (f"memory per connected stream ({n} idle)", f"{streams['per_stream_kb']:.0f} KB", ""),
+            (
+                f"worker write → stream client at {streams['latency_rate_per_s']} tasks/s",
+                _latency(streams),
+                "p99 ≤ 1000 ms",
+            ),
+        ]
     for process, target in (("api", "≤ 150 MB"), ("worker", "≤ 120 MB")):
         small, large = memory[1000][f"{process}_mb"], memory[10000][f"{process}_mb"]
         rows.append(
@@ -437,6 +595,7 @@ async def main(args: argparse.Namespace) -> None:
                 "priority_backlog": bench.priority_backlog,
                 "bare_design": bench.bare_design,
                 "memory": bench.memory,
+                "streams": bench.streams,
                 "at_scale": bench.at_scale,
             }
             for name, step in steps.items():

@@ -1,6 +1,12 @@
 -- Shared by every wrk run of `make bench`: prints one JSON line the runner parses.
--- POST_BODY in the environment turns the requests into task creations; API_KEY is sent.
-wrk.headers["X-API-Key"] = os.getenv("API_KEY")
+-- POST_BODY in the environment turns the requests into task creations.
+-- COOKIE (a dashboard session) is sent instead of the key when set.
+local cookie = os.getenv("COOKIE")
+if cookie then
+  wrk.headers["Cookie"] = cookie
+else
+  wrk.headers["X-API-Key"] = os.getenv("API_KEY")
+end
 local body = os.getenv("POST_BODY")
 if body then
   wrk.method = "POST"

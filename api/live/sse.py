@@ -12,7 +12,7 @@ from collections.abc import Awaitable, Callable
 import anyio
 from fastapi.sse import format_sse_event
 from starlette.responses import StreamingResponse
-from starlette.types import Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from api.live.hub import STREAMS_DROPPED, EventHub
 from shared.db.events import StreamFilter, StreamPosition
@@ -21,6 +21,29 @@ log = logging.getLogger(__name__)
 
 # How long an EventSource waits before reconnecting after the connection drops.
 RECONNECT_MS = 2000
+# Where ExposeTransport leaves the server's transport for this request, if it found one.
+TRANSPORT = "taskq.transport"
+
+
+class ExposeTransport:
+    """Outermost wrapper of the app: notes the connection's transport in the scope.
+
+    ASGI has no way to abort a connection. A stream dropped for being too slow ends its
+    response unfinished, and the server then closes the connection gracefully, after the
+    megabytes still queued for a client that reads nothing: its socket would stay open
+    for as long as that client does. uvicorn's `send` is a method of the request cycle,
+    which holds the transport; with it, the stream can abort. Any other server: no
+    transport, and the graceful close.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        transport = getattr(getattr(send, "__self__", None), "transport", None)
+        if scope["type"] == "http" and transport is not None:
+            scope[TRANSPORT] = transport
+        await self.app(scope, receive, send)
 
 
 class EventStream(StreamingResponse):
@@ -65,7 +88,7 @@ class EventStream(StreamingResponse):
                     group.cancel_scope.cancel()
 
                 group.start_soon(then_stop, lambda: self._client_left(receive))
-                group.start_soon(then_stop, lambda: self._too_slow(dropped))
+                group.start_soon(then_stop, lambda: self._too_slow(dropped, scope))
                 group.start_soon(then_stop, self._credential_ended)
                 await send(self._start())
                 await send(_body(format_sse_event(retry=RECONNECT_MS)))
@@ -84,10 +107,13 @@ class EventStream(StreamingResponse):
             pass
         return False
 
-    async def _too_slow(self, dropped: asyncio.Event) -> bool:
+    async def _too_slow(self, dropped: asyncio.Event, scope: Scope) -> bool:
         await dropped.wait()
         STREAMS_DROPPED.labels("too_slow").inc()
         log.warning("event stream dropped: the client fell too far behind")
+        transport = scope.get(TRANSPORT)
+        if transport is not None:
+            transport.abort()  # now, with whatever was still queued for it
         return False  # no last chunk: it would wait on the same full buffer
 
     async def _credential_ended(self) -> bool:

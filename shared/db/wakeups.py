@@ -2,9 +2,10 @@
 
 Every process that writes history (API, worker) installs one on its engine. After a
 write-path statement commits, the process sends one `NOTIFY taskq_events` from a pooled
-connection, at most once per COALESCE_S however many rows were written meanwhile. The
-NOTIFY runs in a transaction of its own, which has no transaction id and so never holds
-up the writing ones. A wake-up that is lost (the process died between the commit and
+connection, at most once per COALESCE_S however many rows were written meanwhile, in a
+tiny transaction of its own: never inside a writing one, whose commit it would serialise
+behind every other notifying commit (PostgreSQL orders NOTIFYs under one global lock).
+A wake-up that is lost (the process died between the commit and
 the NOTIFY) only delays the stream until its next poll: the history table is the source.
 """
 
