@@ -455,7 +455,7 @@ class StreamReader:
         self.events = 0
         self.open = False
         self.delays_ms: list[float] = []
-        self._pending = b""  # a parsing reader's unfinished message
+        self._pending = b""  # the start of a message whose end has not come yet
         self._task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
@@ -465,17 +465,19 @@ class StreamReader:
         async with self._client.stream("GET", "/api/v1/events") as response:
             self.open = True
             async for chunk in response.aiter_raw():
-                self.events += chunk.count(b"event: task")
+                # A message may span chunks: only whole ones count.
+                *messages, self._pending = (self._pending + chunk).split(b"\n\n")
+                events = [m for m in messages if m.startswith(b"event: task")]
+                self.events += len(events)
                 if self._parse:
-                    self._note_delays(chunk)
+                    self._note_delays(events)
 
-    def _note_delays(self, chunk: bytes) -> None:
+    def _note_delays(self, events: list[bytes]) -> None:
         now = datetime.now(UTC)
-        *messages, self._pending = (self._pending + chunk).split(b"\n\n")
-        for line in b"\n".join(messages).split(b"\n"):
-            if line.startswith(b"data: "):
-                at = datetime.fromisoformat(json.loads(line[6:])["at"])
-                self.delays_ms.append((now - at).total_seconds() * 1000)
+        for message in events:
+            data = next(line for line in message.split(b"\n") if line.startswith(b"data: "))
+            at = datetime.fromisoformat(json.loads(data[6:])["at"])
+            self.delays_ms.append((now - at).total_seconds() * 1000)
 
     async def stop(self) -> None:
         if self._task is not None:

@@ -5,8 +5,8 @@ write-path statement commits, the process sends one `NOTIFY taskq_events` from a
 connection, at most once per COALESCE_S however many rows were written meanwhile, in a
 tiny transaction of its own: never inside a writing one, whose commit it would serialise
 behind every other notifying commit (PostgreSQL orders NOTIFYs under one global lock).
-A wake-up that is lost (the process died between the commit and
-the NOTIFY) only delays the stream until its next poll: the history table is the source.
+A wake-up that is lost (the process died between the commit and the NOTIFY) only delays
+the stream until its next poll: the history table is the source.
 """
 
 import asyncio
