@@ -8,13 +8,17 @@ from fastapi.responses import JSONResponse
 
 from api.schemas import ErrorOut
 from shared.domain.errors import (
+    AddressRefused,
     CsrfRefused,
     DatabaseUnavailable,
+    DeliveryNotFound,
+    EmailMissing,
     Forbidden,
     KeyNotFound,
     LastAdmin,
     NameTaken,
     NotAuthenticated,
+    NotConfigured,
     TaskAlreadyFinished,
     TaskNotFinished,
     TaskNotFound,
@@ -23,6 +27,7 @@ from shared.domain.errors import (
     TimeoutTooLong,
     UnknownEventId,
     UserNotFound,
+    WebhookNotFound,
 )
 
 log = logging.getLogger(__name__)
@@ -46,6 +51,10 @@ STATUS_OF: dict[type[TaskServiceError], int] = {
     Forbidden: status.HTTP_403_FORBIDDEN,
     CsrfRefused: status.HTTP_403_FORBIDDEN,
     UnknownEventId: status.HTTP_400_BAD_REQUEST,
+    WebhookNotFound: status.HTTP_404_NOT_FOUND,
+    DeliveryNotFound: status.HTTP_404_NOT_FOUND,
+    EmailMissing: status.HTTP_409_CONFLICT,
+    NotConfigured: status.HTTP_503_SERVICE_UNAVAILABLE,
     TaskNotFound: status.HTTP_404_NOT_FOUND,
     UserNotFound: status.HTTP_404_NOT_FOUND,
     KeyNotFound: status.HTTP_404_NOT_FOUND,
@@ -80,6 +89,13 @@ async def _timeout_too_long(request: Request, exc: Exception) -> JSONResponse:
     return JSONResponse({"detail": [error]}, status_code=status.HTTP_422_UNPROCESSABLE_CONTENT)
 
 
+async def _address_refused(request: Request, exc: Exception) -> JSONResponse:
+    """A 422 on the url field, like any other invalid input."""
+    message = f"{exc}; only public addresses (WEBHOOK_ALLOW_PRIVATE_NETWORKS is off)"
+    error = {"type": "value_error", "loc": ["body", "url"], "msg": message}
+    return JSONResponse({"detail": [error]}, status_code=status.HTTP_422_UNPROCESSABLE_CONTENT)
+
+
 async def _unexpected_error(request: Request, exc: Exception) -> JSONResponse:
     log.exception("unhandled error on %s %s", request.method, request.url.path)
     return JSONResponse({"detail": "internal server error"}, status_code=500)
@@ -87,5 +103,6 @@ async def _unexpected_error(request: Request, exc: Exception) -> JSONResponse:
 
 def install(app: FastAPI) -> None:
     app.add_exception_handler(TimeoutTooLong, _timeout_too_long)
+    app.add_exception_handler(AddressRefused, _address_refused)
     app.add_exception_handler(TaskServiceError, _domain_error)
     app.add_exception_handler(Exception, _unexpected_error)

@@ -13,7 +13,7 @@ from api.dashboard import pages as dashboard
 from api.live.hub import EventHub
 from api.live.sse import ExposeTransport
 from api.metrics import MetricsMiddleware
-from api.routes import events, health, keys, stats, tasks, users, workers
+from api.routes import events, health, keys, stats, tasks, users, webhooks, workers
 from shared import __version__
 from shared.background.periodic import Supervisor
 from shared.background.relay import relay_loop
@@ -76,6 +76,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(users.router)
     app.include_router(keys.router)
     app.include_router(events.router)
+    app.include_router(webhooks.router)
     dashboard.install(app)
     return app
 

@@ -3,14 +3,16 @@
 import dataclasses
 import uuid
 from datetime import UTC, datetime
-from typing import Any, Self
+from typing import Annotated, Any, Self
 
 from pydantic import (
+    AfterValidator,
     AwareDatetime,
     BaseModel,
     ConfigDict,
     EmailStr,
     Field,
+    HttpUrl,
     ValidationError,
     field_validator,
     model_validator,
@@ -18,16 +20,19 @@ from pydantic import (
 
 from shared.db.tables import (
     DESCRIPTION_MAX_CHARS,
+    DESCRIPTION_SHORT_MAX_CHARS,
     KEY_NAME_MAX_CHARS,
     KIND_MAX_CHARS,
     MAX_RETRIES,
     TITLE_MAX_CHARS,
+    URL_MAX_CHARS,
     USER_NAME_MAX_CHARS,
 )
 from shared.domain.enums import Role, TaskPriority, TaskStatus, WorkerState
 from shared.domain.kinds import DEFAULT_KIND, KIND_PARAMS, parse_params
+from shared.domain.notifications import DeliveryStatus
 from shared.domain.outcomes import contains_nul
-from shared.domain.records import ApiKeyRecord, TaskRecord
+from shared.domain.records import ApiKeyRecord, DeliveryRecord, TaskRecord
 
 # The schema's own ceiling; the running service also enforces its settings' lower one.
 MAX_TIMEOUT_SECONDS = 86_400
@@ -291,6 +296,19 @@ class UserOut(BaseModel):
     role: Role
     created_at: datetime
     disabled_at: datetime | None
+    notify_email: list[TaskStatus] = Field(
+        description="Statuses of their tasks this user is e-mailed about"
+    )
+
+
+class MePatch(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    notify_email: list[TaskStatus] = Field(
+        max_length=len(TaskStatus),
+        description="E-mail me when my tasks reach these statuses (empty: never); "
+        "needs an email address on the user",
+    )
 
 
 class UserList(BaseModel):
@@ -344,3 +362,91 @@ class KeyList(BaseModel):
 class UserCreated(BaseModel):
     user: UserOut
     key: KeyCreated = Field(description="The user's first API key, shown this once")
+
+
+def _url_fits(url: HttpUrl) -> HttpUrl:
+    if len(str(url)) > URL_MAX_CHARS:
+        raise ValueError(f"at most {URL_MAX_CHARS} characters")
+    return url
+
+
+# http or https only (HttpUrl), and short enough to store.
+WebhookUrl = Annotated[HttpUrl, AfterValidator(_url_fits)]
+
+
+class WebhookCreate(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [{"url": "https://example.com/hooks/taskq", "events": ["COMPLETED"]}]
+        },
+    )
+
+    url: WebhookUrl = Field(description="http or https; not a private address (see README)")
+    events: list[TaskStatus] = Field(
+        min_length=1, max_length=len(TaskStatus), description="Statuses to notify on"
+    )
+    description: str = Field("", max_length=DESCRIPTION_SHORT_MAX_CHARS, pattern=r"^[^\x00]*$")
+
+
+class WebhookPatch(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    url: WebhookUrl | None = None
+    events: list[TaskStatus] | None = Field(None, min_length=1, max_length=len(TaskStatus))
+    description: str | None = Field(
+        None, max_length=DESCRIPTION_SHORT_MAX_CHARS, pattern=r"^[^\x00]*$"
+    )
+    enabled: bool | None = Field(None, description="true re-enables a disabled subscription")
+
+
+class WebhookOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: uuid.UUID
+    owner_id: uuid.UUID
+    url: str
+    events: list[TaskStatus]
+    description: str
+    enabled: bool
+    disabled_reason: str | None = Field(description="Why it stopped, if it did")
+    consecutive_failures: int = Field(description="Deliveries in a row that ended failed")
+    created_at: datetime
+    updated_at: datetime
+
+
+class WebhookCreated(WebhookOut):
+    secret: str = Field(
+        description="The Standard Webhooks signing secret (`whsec_...`), shown this once"
+    )
+
+
+class WebhookList(BaseModel):
+    items: list[WebhookOut]
+
+
+class DeliveryOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: uuid.UUID = Field(description="Sent as `webhook-id` (`msg_` + this id's hex)")
+    event_id: int = Field(description="The history row it notifies of")
+    event_type: str
+    task_id: uuid.UUID
+    status: DeliveryStatus
+    attempts: int
+    last_response_code: int | None
+    last_error: str | None
+    next_attempt_at: datetime | None = Field(description="null once delivered or failed")
+    created_at: datetime
+    delivered_at: datetime | None
+
+    @classmethod
+    def of(cls, record: DeliveryRecord) -> "DeliveryOut":
+        out = cls.model_validate(record)
+        if out.status is not DeliveryStatus.PENDING:
+            out.next_attempt_at = None
+        return out
+
+
+class DeliveryList(BaseModel):
+    items: list[DeliveryOut]

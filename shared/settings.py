@@ -59,6 +59,34 @@ class Settings(BaseSettings):
     # A dashboard sign-in lasts this long (or until sign-out, or its key is revoked).
     dashboard_session_hours: float = Field(12.0, gt=0, le=24 * 30)
 
+    # Notifications (the notifier process, `python -m notifier`). Signing secrets of
+    # webhooks are derived from this key and never stored; every API and notifier process
+    # needs the same one. Empty: webhooks cannot be created (and the notifier will not start).
+    secret_key: str = Field("", repr=False)
+    # Delivering to loopback, private, link-local or metadata addresses: tests and local
+    # development only, never in production (it lets a user make the service call inside).
+    webhook_allow_private_networks: bool = False
+    webhook_timeout_seconds: float = Field(10.0, gt=0, le=60)
+    # A subscription is disabled after this many deliveries in a row that ended failed.
+    webhook_disable_after_failures: int = Field(10, ge=1, le=10_000)
+    # Pauses before the 2nd, 3rd, ... attempt of a delivery; then NOTIFY_RETRY_REPEAT_SECONDS
+    # apart until NOTIFY_GIVE_UP_SECONDS after the first attempt, when it is failed.
+    notify_retry_seconds: Annotated[list[float], NoDecode] = [5, 30, 120, 600, 3600]
+    notify_retry_repeat_seconds: float = Field(21_600, gt=0)
+    notify_give_up_seconds: float = Field(86_400, gt=0)
+    # How often the notifier looks for new history and for deliveries that are due.
+    notifier_poll_seconds: float = Field(0.5, gt=0, le=60)
+    # E-mail: SMTP_HOST empty (the local default) writes .eml files to MAIL_OUTBOX_DIR.
+    smtp_host: str = ""
+    smtp_port: int = Field(587, ge=1, le=65535)
+    smtp_username: str = ""
+    smtp_password: str = Field("", repr=False)
+    smtp_starttls: bool = True
+    mail_from: str = "taskq <taskq@localhost>"
+    mail_outbox_dir: str = ".taskq/outbox"
+    # Where people reach the dashboard: the links in e-mails point there.
+    public_url: str = "http://localhost:8000"
+
     # How often the relay looks for NEW tasks (stored, message not confirmed) to publish.
     relay_interval_seconds: float = Field(1.0, gt=0, le=60)
 
@@ -93,6 +121,13 @@ class Settings(BaseSettings):
     def _comma_separated(cls, value: object) -> object:
         if isinstance(value, str):
             return [origin.strip() for origin in value.split(",") if origin.strip()]
+        return value
+
+    @field_validator("notify_retry_seconds", mode="before")
+    @classmethod
+    def _comma_separated_seconds(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [float(part) for part in value.split(",") if part.strip()]
         return value
 
     @model_validator(mode="after")

@@ -8,7 +8,16 @@ from fastapi import APIRouter, status
 from api.auth import AdminDep, PrincipalDep
 from api.deps import ConnectionDep, UsersDep
 from api.errors import AUTH_ERRORS, BODY_ERRORS, ERRORS
-from api.schemas import ErrorOut, KeyCreated, UserCreate, UserCreated, UserList, UserOut, UserPatch
+from api.schemas import (
+    ErrorOut,
+    KeyCreated,
+    MePatch,
+    UserCreate,
+    UserCreated,
+    UserList,
+    UserOut,
+    UserPatch,
+)
 from shared.db.engine import in_transaction
 from shared.db.users import UserRepository
 from shared.services.accounts import open_account
@@ -47,6 +56,21 @@ async def list_users(admin: AdminDep, users: UsersDep) -> UserList:
 async def me(principal: PrincipalDep, users: UsersDep) -> UserOut:
     """The caller."""
     return UserOut.model_validate(await users.get(principal.user_id))
+
+
+@router.patch(
+    "/me",
+    responses={
+        **BODY_ERRORS,
+        409: {"model": ErrorOut, "description": "No email address to send to"},
+    },
+)
+async def update_me(body: MePatch, principal: PrincipalDep, users: UsersDep) -> UserOut:
+    """Your notification choices: `notify_email` lists the statuses of your tasks you are
+    e-mailed about (empty: none)."""
+    return UserOut.model_validate(
+        await users.set_notify_email(principal.user_id, body.notify_email)
+    )
 
 
 @router.get("/{user_id}", responses=NOT_FOUND)

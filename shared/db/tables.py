@@ -22,7 +22,7 @@ from sqlalchemy import (
     func,
     text,
 )
-from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 from sqlalchemy.dialects.postgresql.base import ischema_names
 from sqlalchemy.types import UserDefinedType
 
@@ -82,6 +82,8 @@ users = Table(
     Column("role", String(16), nullable=False),
     Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     Column("disabled_at", DateTime(timezone=True), nullable=True),
+    # The statuses of their tasks this user is e-mailed about; empty: none.
+    Column("notify_email", ARRAY(String(16)), nullable=False, server_default=text("'{}'")),
     CheckConstraint(f"char_length(name) BETWEEN 1 AND {USER_NAME_MAX_CHARS}", name="name_length"),
     CheckConstraint(_one_of("role", [r.value for r in Role]), name="role"),
 )
@@ -251,3 +253,72 @@ sessions = Table(
     Column("ended_at", DateTime(timezone=True), nullable=True),
 )
 Index("ix_sessions_key_id", sessions.c.key_id)
+
+URL_MAX_CHARS = 2000
+DESCRIPTION_SHORT_MAX_CHARS = 500
+ERROR_MAX_CHARS = 500
+
+# Webhook subscriptions. The signing secret is derived from SECRET_KEY and `secret_salt`
+# (shared.domain.notifications.signing_secret): the database alone cannot sign.
+webhooks = Table(
+    "webhooks",
+    metadata,
+    Column("id", Uuid, primary_key=True, server_default=text("gen_random_uuid()")),
+    Column("owner_id", Uuid, ForeignKey("users.id", ondelete="CASCADE"), nullable=False),
+    Column("url", String(URL_MAX_CHARS), nullable=False),
+    Column("events", ARRAY(String(16)), nullable=False),
+    Column("description", String(DESCRIPTION_SHORT_MAX_CHARS), nullable=False, server_default=""),
+    Column("secret_salt", LargeBinary(16), nullable=False),
+    Column("enabled", Boolean, nullable=False, server_default="true"),
+    Column("disabled_reason", String(REASON_MAX_CHARS), nullable=True),
+    # Deliveries in a row that ended failed; WEBHOOK_DISABLE_AFTER_FAILURES disables it.
+    Column("consecutive_failures", Integer, nullable=False, server_default="0"),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+)
+Index("ix_webhooks_owner_id", webhooks.c.owner_id)
+
+# The notification outbox: one row per (event, webhook or user), made by the notifier from
+# the history and attempted until delivered or given up. Its id is the `webhook-id` header
+# (and the e-mail's Message-ID): the same on every retry.
+deliveries = Table(
+    "deliveries",
+    metadata,
+    Column("id", Uuid, primary_key=True, server_default=text("gen_random_uuid()")),
+    Column("channel", String(16), nullable=False),
+    Column("webhook_id", Uuid, ForeignKey("webhooks.id", ondelete="CASCADE"), nullable=True),
+    Column("user_id", Uuid, ForeignKey("users.id", ondelete="CASCADE"), nullable=True),
+    Column("event_id", BigInteger, nullable=False),
+    Column("task_id", Uuid, nullable=False),
+    Column("event_type", String(32), nullable=False),
+    Column("payload", JSONB, nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("attempts", Integer, nullable=False, server_default="0"),
+    Column("next_attempt_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    # While an attempt runs: a notifier that dies mid-attempt leaves it to run out.
+    Column("leased_until", DateTime(timezone=True), nullable=True),
+    Column("first_attempt_at", DateTime(timezone=True), nullable=True),
+    Column("last_attempt_at", DateTime(timezone=True), nullable=True),
+    Column("last_response_code", Integer, nullable=True),
+    Column("last_error", String(ERROR_MAX_CHARS), nullable=True),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Column("delivered_at", DateTime(timezone=True), nullable=True),
+)
+# The notifier's scan for what is due: pending rows only, by when.
+Index(
+    "ix_deliveries_pending_next_attempt_at",
+    deliveries.c.next_attempt_at,
+    postgresql_where=deliveries.c.status == "pending",
+)
+Index("ix_deliveries_webhook_id_created_at", deliveries.c.webhook_id, deliveries.c.created_at)
+
+# Where the notifier stands in the history: one row, advanced in the transaction that
+# makes the deliveries of the events it passes, so each event is notified once.
+notifier_cursor = Table(
+    "notifier_cursor",
+    metadata,
+    Column("id", SmallInteger, primary_key=True),
+    Column("xact_id", Xid8, nullable=False),
+    Column("event_id", BigInteger, nullable=False),
+    CheckConstraint("id = 1", name="single_row"),
+)

@@ -172,6 +172,15 @@ class TaskRepository:
             raise TaskNotFound(f"task {task_id} not found")
         return record
 
+    async def many(self, task_ids: Collection[uuid.UUID]) -> dict[uuid.UUID, TaskRecord]:
+        """These tasks (those within this repository's scope), by id."""
+        if not task_ids:
+            return {}
+        statement = select(tasks).where(tasks.c.id.in_(list(task_ids)))
+        if self._owner is not None:
+            statement = statement.where(tasks.c.owner_id == self._owner)
+        return {task.id: task for task in await self._many(statement)}
+
     async def list_page(
         self,
         *,

@@ -1,6 +1,7 @@
 """The users aggregate: who may use the service, and in which role."""
 
 import uuid
+from collections.abc import Collection
 from typing import Any
 
 from sqlalchemy import bindparam, func, insert, select, update
@@ -9,8 +10,8 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from shared.db.engine import translate_unavailable
 from shared.db.tables import users
-from shared.domain.enums import Role
-from shared.domain.errors import LastAdmin, NameTaken, UserNotFound
+from shared.domain.enums import Role, TaskStatus
+from shared.domain.errors import EmailMissing, LastAdmin, NameTaken, UserNotFound
 from shared.domain.records import UserRecord
 
 _BY_ID = select(users).where(users.c.id == bindparam("user_id"))
@@ -90,3 +91,33 @@ class UserRepository:
         if row is None:
             raise UserNotFound(missing)
         return UserRecord.from_row(row)
+
+    async def set_notify_email(
+        self, user_id: uuid.UUID, statuses: Collection[TaskStatus]
+    ) -> UserRecord:
+        """Which of their tasks' statuses the user is e-mailed about; they need an email
+        address for any (EmailMissing)."""
+        wanted = sorted(status.value for status in statuses)
+        statement = (
+            update(users)
+            .where(users.c.id == user_id, users.c.email.is_not(None) | (len(wanted) == 0))
+            .values(notify_email=wanted)
+            .returning(*users.c)
+        )
+        with translate_unavailable():
+            row = (await self._conn.execute(statement)).mappings().one_or_none()
+        if row is None:
+            await self.get(user_id)  # UserNotFound if that is why
+            raise EmailMissing()
+        return UserRecord.from_row(row)
+
+    async def email_recipients(self) -> list[UserRecord]:
+        """Active users with an address who want e-mail about some status."""
+        statement = select(users).where(
+            users.c.notify_email != [],
+            users.c.email.is_not(None),
+            users.c.disabled_at.is_(None),
+        )
+        with translate_unavailable():
+            rows = (await self._conn.execute(statement)).mappings().all()
+        return [UserRecord.from_row(row) for row in rows]

@@ -56,6 +56,26 @@ class UnknownEventId(TaskServiceError):
     """Last-Event-ID names no event; reconnect without it, or with 0 for all history."""
 
 
+class WebhookNotFound(TaskServiceError):
+    """No webhook of yours has this id."""
+
+
+class DeliveryNotFound(TaskServiceError):
+    """This webhook has no delivery with this id."""
+
+
+class AddressRefused(TaskServiceError):
+    """The URL's host is a loopback, private, link-local or metadata address."""
+
+
+class EmailMissing(TaskServiceError):
+    """Set an email address on the user before turning e-mail notifications on."""
+
+
+class NotConfigured(TaskServiceError):
+    """The server is not configured for this."""
+
+
 class UserNotFound(TaskServiceError):
     """No user has this id."""
 

@@ -1,6 +1,7 @@
 """What rows look like once read: the values the repositories hand to the API and worker."""
 
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -148,10 +149,55 @@ class UserRecord:
     role: Role
     created_at: datetime
     disabled_at: datetime | None
+    notify_email: list[TaskStatus]
 
     @classmethod
     def from_row(cls, row: RowMapping) -> "UserRecord":
-        return cls(**{**dict(row), "role": Role(row["role"])})
+        statuses = [TaskStatus(status) for status in row["notify_email"]]
+        return cls(**{**dict(row), "role": Role(row["role"]), "notify_email": statuses})
+
+
+@dataclass(frozen=True, slots=True)
+class WebhookRecord:
+    """A subscription as stored (its salt, never a secret)."""
+
+    id: uuid.UUID
+    owner_id: uuid.UUID
+    url: str
+    events: list[TaskStatus]
+    description: str
+    secret_salt: bytes
+    enabled: bool
+    disabled_reason: str | None
+    consecutive_failures: int
+    created_at: datetime
+    updated_at: datetime
+
+    @classmethod
+    def from_row(cls, row: Mapping[Any, Any]) -> "WebhookRecord":
+        return cls(**{**dict(row), "events": [TaskStatus(status) for status in row["events"]]})
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveryRecord:
+    id: uuid.UUID
+    channel: str
+    webhook_id: uuid.UUID | None
+    user_id: uuid.UUID | None
+    event_id: int
+    task_id: uuid.UUID
+    event_type: str
+    payload: dict[str, Any]
+    status: str
+    attempts: int
+    next_attempt_at: datetime
+    leased_until: datetime | None
+    first_attempt_at: datetime | None
+    last_attempt_at: datetime | None
+    last_response_code: int | None
+    last_error: str | None
+    created_at: datetime
+    delivered_at: datetime | None
 
 
 @dataclass(frozen=True, slots=True)

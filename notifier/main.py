@@ -1,0 +1,171 @@
+"""The notifier process: two supervised loops until SIGTERM/SIGINT.
+
+- fan-out: reads settled history past its cursor and makes the deliveries it calls for,
+  in one transaction with moving the cursor (one notifier at a time does this);
+- deliver: claims due deliveries (any number of notifiers at once) and attempts them.
+"""
+
+import asyncio
+import logging
+import signal
+
+import httpx
+from prometheus_client import Counter
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from notifier import mail, webhooks
+from notifier.planning import plan, wanted_statuses
+from notifier.webhooks import Attempt
+from shared.background.periodic import Loop, Supervisor
+from shared.db.deliveries import DeliveryRepository
+from shared.db.engine import connect, create_engine, transaction
+from shared.db.events import EventRepository
+from shared.db.tasks import TaskRepository
+from shared.db.users import UserRepository
+from shared.db.webhooks import WebhookRepository
+from shared.domain.errors import UserNotFound, WebhookNotFound
+from shared.domain.notifications import Channel, DeliveryStatus, retry_delay
+from shared.domain.records import DeliveryRecord
+from shared.settings import Settings
+
+log = logging.getLogger(__name__)
+
+BATCH = 500  # history rows per fan-out
+CLAIM = 20  # deliveries attempted at once by one notifier
+ATTEMPTS = Counter("taskq_notifier_attempts_total", "Delivery attempts", ["channel", "outcome"])
+
+
+class Notifier:
+    def __init__(self, engine: AsyncEngine, settings: Settings) -> None:
+        self._engine = engine
+        self._settings = settings
+        self._client = httpx.AsyncClient(
+            timeout=settings.webhook_timeout_seconds, follow_redirects=False
+        )
+
+    def loops(self) -> list[Loop]:
+        poll = self._settings.notifier_poll_seconds
+        return [Loop("fan-out", poll, self.fan_out), Loop("deliver", poll, self.deliver)]
+
+    async def close(self) -> None:
+        await self._client.aclose()
+
+    async def fan_out(self) -> bool:
+        """Deliveries for the next settled events; True if more may be waiting."""
+        async with transaction(self._engine) as conn:
+            history = EventRepository(conn)
+            outbox = DeliveryRepository(conn)
+            position = await outbox.lock_cursor(await history.frontier())
+            if position is None:
+                return False  # another notifier is at it
+            events = await history.settled_after(position, limit=BATCH)
+            if not events:
+                return False
+            subscriptions = await WebhookRepository(conn).enabled_with_scope()
+            recipients = await UserRepository(conn).email_recipients()
+            statuses = wanted_statuses(subscriptions, recipients)
+            wanted = [event for event in events if event.to_status in statuses]
+            tasks = await TaskRepository(conn).many({event.task_id for event in wanted})
+            await outbox.add(plan(wanted, subscriptions, recipients, tasks))
+            await outbox.advance(events[-1].position)
+        return len(events) == BATCH
+
+    async def deliver(self) -> bool:
+        """Attempt what is due; True if a full batch was claimed (more may be due)."""
+        # An attempt lasts at most WEBHOOK_TIMEOUT_SECONDS; the margin is for recording it.
+        lease_s = self._settings.webhook_timeout_seconds + 5
+        async with connect(self._engine) as conn:
+            due = await DeliveryRepository(conn).claim_due(limit=CLAIM, lease_s=lease_s)
+        await asyncio.gather(*(self._deliver_one(delivery) for delivery in due))
+        return len(due) == CLAIM
+
+    async def _deliver_one(self, delivery: DeliveryRecord) -> None:
+        result = await self._attempt(delivery)
+        ATTEMPTS.labels(delivery.channel, "delivered" if result.delivered else "failed").inc()
+        await self._settle(delivery, result)
+
+    async def _attempt(self, delivery: DeliveryRecord) -> Attempt:
+        async with connect(self._engine) as conn:
+            try:
+                if delivery.channel == Channel.EMAIL.value:
+                    assert delivery.user_id is not None
+                    user = await UserRepository(conn).get(delivery.user_id)
+                    return await mail.attempt(delivery, user, self._settings)
+                assert delivery.webhook_id is not None
+                webhook = await WebhookRepository(conn).get(delivery.webhook_id)
+            except (UserNotFound, WebhookNotFound):
+                return Attempt(False, error="its recipient is gone")
+        if not webhook.enabled:
+            return Attempt(False, error=f"subscription disabled: {webhook.disabled_reason}")
+        return await webhooks.attempt(self._client, webhook, delivery, self._settings)
+
+    async def _settle(self, delivery: DeliveryRecord, result: Attempt) -> None:
+        settings = self._settings
+        if result.delivered:
+            status, retry_in = DeliveryStatus.DELIVERED, None
+        else:
+            first = delivery.first_attempt_at or delivery.last_attempt_at
+            assert first is not None and delivery.last_attempt_at is not None
+            retry_in = retry_delay(
+                delivery.attempts,
+                since_first_s=(delivery.last_attempt_at - first).total_seconds(),
+                schedule_s=settings.notify_retry_seconds,
+                repeat_s=settings.notify_retry_repeat_seconds,
+                give_up_s=settings.notify_give_up_seconds,
+            )
+            status = DeliveryStatus.PENDING if retry_in is not None else DeliveryStatus.FAILED
+        async with transaction(self._engine) as conn:
+            settled = await DeliveryRepository(conn).settle(
+                delivery, status=status, retry_in=retry_in, code=result.code, error=result.error
+            )
+            if settled and delivery.webhook_id is not None and status is not DeliveryStatus.PENDING:
+                await WebhookRepository(conn).note_outcome(
+                    delivery.webhook_id,
+                    delivered=result.delivered,
+                    limit=settings.webhook_disable_after_failures,
+                )
+        _log_outcome(delivery, status, result)
+
+
+def _log_outcome(delivery: DeliveryRecord, status: DeliveryStatus, result: Attempt) -> None:
+    extra = {"task_id": str(delivery.task_id)}
+    if status is DeliveryStatus.DELIVERED:
+        log.info(
+            "%s %s delivered (attempt %d)",
+            delivery.channel,
+            delivery.id,
+            delivery.attempts,
+            extra=extra,
+        )
+    else:
+        log.warning(
+            "%s %s attempt %d failed (%s): %s",
+            delivery.channel,
+            delivery.id,
+            delivery.attempts,
+            "will retry" if status is DeliveryStatus.PENDING else "gave up",
+            result.error,
+            extra=extra,
+        )
+
+
+async def run_notifier(settings: Settings, stop: asyncio.Event | None = None) -> None:
+    if not settings.secret_key:
+        raise SystemExit("the notifier needs SECRET_KEY (the one the API has) to sign webhooks")
+    if stop is None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+    engine = create_engine(settings, pool_size=CLAIM + 2)
+    notifier = Notifier(engine, settings)
+    loops = Supervisor()
+    loops.start(*notifier.loops())
+    log.info("notifier running")
+    try:
+        await stop.wait()
+    finally:
+        await loops.stop()
+        await notifier.close()
+        await engine.dispose()
+    log.info("notifier stopped")

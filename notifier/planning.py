@@ -1,0 +1,59 @@
+"""Which deliveries a batch of history events makes, and what they carry. Pure."""
+
+import uuid
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from api.schemas import TaskOut
+from shared.domain.enums import TaskStatus
+from shared.domain.notifications import Channel, event_type
+from shared.domain.records import StreamEvent, TaskRecord, UserRecord, WebhookRecord
+
+# A webhook and whose tasks it sees: its owner's, or (None) everybody's for an admin's.
+Subscription = tuple[WebhookRecord, uuid.UUID | None]
+
+
+def payload(event: StreamEvent, task: TaskRecord) -> dict[str, Any]:
+    """The body of every notification of `event`: the task as the API returns it (the
+    same model), as it is when the notification is made, milliseconds after the change."""
+    return {
+        "type": event_type(TaskStatus(event.to_status)),
+        "id": event.id,
+        "at": event.at.isoformat(),
+        "task": TaskOut.model_validate(task).model_dump(mode="json"),
+    }
+
+
+def plan(
+    events: Iterable[StreamEvent],
+    subscriptions: list[Subscription],
+    recipients: list[UserRecord],
+    tasks: Mapping[uuid.UUID, TaskRecord],
+) -> list[dict[str, Any]]:
+    """One delivery row per (event, subscription that wants it) and (event, owner who
+    wants e-mail about it). An event of a task that is gone makes none."""
+    rows = []
+    for event in events:
+        task = tasks.get(event.task_id)
+        if task is None:
+            continue
+        status = TaskStatus(event.to_status)
+        common = {
+            "event_id": event.id,
+            "task_id": event.task_id,
+            "event_type": event_type(status),
+            "payload": payload(event, task),
+        }
+        for webhook, scope in subscriptions:
+            if status in webhook.events and scope in (None, task.owner_id):
+                rows.append({**common, "channel": Channel.WEBHOOK.value, "webhook_id": webhook.id})
+        for user in recipients:
+            if user.id == task.owner_id and status in user.notify_email:
+                rows.append({**common, "channel": Channel.EMAIL.value, "user_id": user.id})
+    return rows
+
+
+def wanted_statuses(subscriptions: list[Subscription], recipients: list[UserRecord]) -> set[str]:
+    """Statuses anybody is notified about: events of others need no task read at all."""
+    found = {status.value for webhook, _ in subscriptions for status in webhook.events}
+    return found | {status.value for user in recipients for status in user.notify_email}
