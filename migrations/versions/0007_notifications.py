@@ -20,12 +20,10 @@ depends_on: str | Sequence[str] | None = None
 STATUSES = postgresql.ARRAY(sa.String(length=16))
 
 
-def _times() -> list[sa.Column[sa.DateTime]]:
-    return [
-        sa.Column(
-            "created_at", sa.DateTime(timezone=True), server_default=sa.func.now(), nullable=False
-        ),
-    ]
+def _created_at() -> sa.Column[sa.DateTime]:
+    return sa.Column(
+        "created_at", sa.DateTime(timezone=True), server_default=sa.func.now(), nullable=False
+    )
 
 
 def upgrade() -> None:
@@ -44,7 +42,7 @@ def upgrade() -> None:
         sa.Column("enabled", sa.Boolean(), server_default="true", nullable=False),
         sa.Column("disabled_reason", sa.String(length=200), nullable=True),
         sa.Column("consecutive_failures", sa.Integer(), server_default="0", nullable=False),
-        *_times(),
+        _created_at(),
         sa.Column(
             "updated_at", sa.DateTime(timezone=True), server_default=sa.func.now(), nullable=False
         ),
@@ -77,7 +75,7 @@ def upgrade() -> None:
         sa.Column("last_attempt_at", sa.DateTime(timezone=True), nullable=True),
         sa.Column("last_response_code", sa.Integer(), nullable=True),
         sa.Column("last_error", sa.String(length=500), nullable=True),
-        *_times(),
+        _created_at(),
         sa.Column("delivered_at", sa.DateTime(timezone=True), nullable=True),
         sa.ForeignKeyConstraint(
             ["webhook_id"],
@@ -103,6 +101,15 @@ def upgrade() -> None:
         "CREATE TABLE notifier_cursor (id SMALLINT NOT NULL, xact_id XID8 NOT NULL, "
         "event_id BIGINT NOT NULL, CONSTRAINT pk_notifier_cursor PRIMARY KEY (id), "
         "CONSTRAINT ck_notifier_cursor_single_row CHECK (id = 1))"
+    )
+    # Notifications start now, not when a notifier first runs: what happens in between is
+    # notified once one does. "Now" is the newest history row the event stream would send.
+    op.execute(
+        "INSERT INTO notifier_cursor (id, xact_id, event_id) "
+        "SELECT 1, coalesce(max(xact_id), '0'), coalesce(max(id), 0) FROM ("
+        "  SELECT xact_id, id FROM task_events WHERE xact_id IS NOT NULL"
+        "  AND xact_id < pg_snapshot_xmin(pg_current_snapshot())"
+        "  ORDER BY xact_id DESC, id DESC LIMIT 1) AS newest"
     )
 
 

@@ -62,7 +62,7 @@ class DeliveryRepository:
 
     async def lock_cursor(self, start: StreamPosition) -> StreamPosition | None:
         """The notifier's position, locked for this transaction; None while another
-        notifier holds it. The first notifier ever starts at `start` (now)."""
+        notifier holds it. Migration 0007 placed it; should the row be gone, `start`."""
         first = pg_insert(notifier_cursor).values(id=1, xact_id=start[0], event_id=start[1])
         locked = (
             select(notifier_cursor.c.xact_id, notifier_cursor.c.event_id)

@@ -52,7 +52,10 @@ async def clean_state(engine: AsyncEngine, channel: AbstractChannel, settings: S
     """Every test starts with no tasks and empty queues."""
     async with engine.connect() as conn:
         await conn.execute(
-            text("TRUNCATE tasks, task_events, task_counts, workers, sessions, api_keys, users")
+            text(
+                "TRUNCATE tasks, task_events, task_counts, workers, sessions, deliveries, "
+                "webhooks, api_keys, users"
+            )
         )
         await conn.execute(
             text("INSERT INTO users (id, name, role) VALUES (:id, 'test-owner', 'member')"),

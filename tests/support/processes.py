@@ -80,6 +80,10 @@ def start_worker(settings: Settings, **overrides: str) -> Process:
     return Process([sys.executable, "-m", "worker"], environment(settings, **overrides))
 
 
+def start_notifier(settings: Settings, **overrides: str) -> Process:
+    return Process([sys.executable, "-m", "notifier"], environment(settings, **overrides))
+
+
 def start_api(settings: Settings, port: int, **overrides: str) -> Process:
     args = [sys.executable, "-m", "uvicorn", "api.main:app", "--port", str(port)]
     return Process(args, environment(settings, **overrides))
