@@ -47,12 +47,14 @@ _COOKIE = APIKeyCookie(
     description="The dashboard's session (sign in at /dashboard/login); changing requests "
     f"also need `{CSRF_HEADER}`",
 )
-# Keys cached at once per process; past it the cache starts over (keys are few, callers many).
-CACHE_MAX_KEYS = 10_000
+# Entries cached at once per process; past it the cache starts over (keys and sessions are
+# few, callers many).
+CACHE_MAX_ENTRIES = 10_000
 
 
-class KeyCache:
-    """Valid keys' principals, by digest, for a short time. Invalid keys are not cached.
+class PrincipalCache:
+    """Principals of valid keys (or sessions), by digest, for a short time. Invalid ones
+    are not cached.
 
     When an entry runs out, one request looks the key up again while the others with the
     same key wait for it (`refreshing`), instead of all of them asking the database.
@@ -64,7 +66,7 @@ class KeyCache:
         self._locks: dict[bytes, asyncio.Lock] = {}
 
     def refreshing(self, digest: bytes) -> asyncio.Lock:
-        if len(self._locks) >= CACHE_MAX_KEYS:
+        if len(self._locks) >= CACHE_MAX_ENTRIES:
             self._locks = {d: lock for d, lock in self._locks.items() if lock.locked()}
         return self._locks.setdefault(digest, asyncio.Lock())
 
@@ -75,7 +77,7 @@ class KeyCache:
         return entry[1]
 
     def put(self, digest: bytes, principal: Principal) -> None:
-        if len(self._entries) >= CACHE_MAX_KEYS:
+        if len(self._entries) >= CACHE_MAX_ENTRIES:
             self._entries.clear()
         self._entries[digest] = (time.monotonic(), principal)
 
@@ -86,7 +88,9 @@ class KeyCache:
 Lookup = Callable[[AsyncConnection], Awaitable[Principal | None]]
 
 
-async def _cached(engine: AsyncEngine, cache: KeyCache, digest: bytes, lookup: Lookup) -> Principal:
+async def _cached(
+    engine: AsyncEngine, cache: PrincipalCache, digest: bytes, lookup: Lookup
+) -> Principal:
     principal = cache.get(digest)
     if principal is not None:
         return principal
@@ -101,7 +105,7 @@ async def _cached(engine: AsyncEngine, cache: KeyCache, digest: bytes, lookup: L
     return principal
 
 
-async def principal_of(engine: AsyncEngine, cache: KeyCache, key: str | None) -> Principal:
+async def principal_of(engine: AsyncEngine, cache: PrincipalCache, key: str | None) -> Principal:
     """The principal behind `key`; NotAuthenticated, saying nothing of why, if there is none."""
     if key is None or not keys.looks_like_key(key):
         raise NotAuthenticated()
@@ -110,7 +114,9 @@ async def principal_of(engine: AsyncEngine, cache: KeyCache, key: str | None) ->
     )
 
 
-async def session_principal(engine: AsyncEngine, cache: KeyCache, token: str | None) -> Principal:
+async def session_principal(
+    engine: AsyncEngine, cache: PrincipalCache, token: str | None
+) -> Principal:
     """The principal of a dashboard session; NotAuthenticated if it is not a valid one."""
     if token is None or not sessions.looks_like_token(token):
         raise NotAuthenticated()
@@ -138,6 +144,11 @@ class Credential:
 async def start_session(state: State, principal: Principal, lifetime: timedelta) -> str:
     async with connect(state.engine) as conn:
         return await SessionRepository(conn).start(principal, lifetime=lifetime)
+
+
+async def purge_sessions(state: State) -> None:
+    async with connect(state.engine) as conn:
+        await SessionRepository(conn).purge()
 
 
 async def end_session(state: State, token: str) -> None:

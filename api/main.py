@@ -7,7 +7,7 @@ from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
 from api import errors
-from api.auth import KeyCache
+from api.auth import PrincipalCache, purge_sessions
 from api.body_limit import BodyLimitMiddleware
 from api.dashboard import pages as dashboard
 from api.live.hub import EventHub
@@ -15,13 +15,16 @@ from api.live.sse import ExposeTransport
 from api.metrics import MetricsMiddleware
 from api.routes import events, health, keys, stats, tasks, users, webhooks, workers
 from shared import __version__
-from shared.background.periodic import Supervisor
+from shared.background.periodic import Loop, Supervisor
 from shared.background.relay import relay_loop
 from shared.db.engine import create_engine
 from shared.db.wakeups import Wakeups
 from shared.logs import configure_logging
 from shared.messaging.publisher import Publisher
 from shared.settings import Settings, get_settings
+
+# Old sessions are deleted now and then; nothing depends on how soon.
+SESSIONS_PURGE_S = 3600
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -33,8 +36,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.settings = settings
         app.state.engine = create_engine(settings)
         app.state.publisher = Publisher(settings)
-        app.state.key_cache = KeyCache(settings.auth_cache_seconds)
-        app.state.session_cache = KeyCache(settings.auth_cache_seconds)
+        app.state.key_cache = PrincipalCache(settings.auth_cache_seconds)
+        app.state.session_cache = PrincipalCache(settings.auth_cache_seconds)
         app.state.event_hub = EventHub(app.state.engine, settings)
         wakeups = Wakeups(app.state.engine)
         wakeups.install()
@@ -43,6 +46,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             await app.state.publisher.start()
             loops.start(
                 relay_loop(app.state.engine, app.state.publisher, settings),
+                Loop("sessions-purge", SESSIONS_PURGE_S, lambda: purge_sessions(app.state)),
                 wakeups.loop(),
                 *app.state.event_hub.loops(),
             )

@@ -31,11 +31,13 @@ class MetricsMiddleware:
             return
         started = time.perf_counter()
         status = 500
+        streamed = False
 
         async def remember_status(message: Message) -> None:
-            nonlocal status
+            nonlocal status, streamed
             if message["type"] == "http.response.start":
                 status = message["status"]
+                streamed = (b"content-type", b"text/event-stream") in message["headers"]
             await send(message)
 
         try:
@@ -44,7 +46,8 @@ class MetricsMiddleware:
             route = scope.get("route")
             labels = (scope["method"], getattr(route, "path", "unmatched"), str(status))
             REQUESTS.labels(*labels).inc()
-            LATENCY.labels(*labels).observe(time.perf_counter() - started)
+            if not streamed:  # a stream's lifetime is no latency: it would skew the buckets
+                LATENCY.labels(*labels).observe(time.perf_counter() - started)
 
 
 def metrics_response() -> Response:

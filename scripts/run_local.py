@@ -23,6 +23,9 @@ ROOT = Path(__file__).resolve().parents[1]
 ADMIN_KEY_FILE = ROOT / ".taskq" / "admin.key"
 LOCAL_ADMIN = "admin"
 
+# Open event streams never end by themselves: without a bound, Ctrl-C would wait forever.
+GRACEFUL_SHUTDOWN_S = 5
+
 
 async def ensure_database(database_url: str) -> None:
     url = make_url(database_url).set(drivername="postgresql")
@@ -68,6 +71,7 @@ def main() -> int:
     asyncio.run(ensure_admin_key(port))
     workers = int(os.environ.get("WORKERS", "2"))
     api = [sys.executable, "-m", "uvicorn", "api.main:app", "--host", "127.0.0.1", "--port", port]
+    api += ["--timeout-graceful-shutdown", str(GRACEFUL_SHUTDOWN_S)]
     children = [subprocess.Popen(api, cwd=ROOT)]
     # Each worker serves its metrics on a port of its own: 9100, 9101, ...
     metrics_port = int(os.environ.get("WORKER_METRICS_PORT", "9100"))

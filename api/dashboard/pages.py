@@ -6,20 +6,24 @@ import hmac
 import json
 import secrets
 import uuid
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
-from fastapi import APIRouter, FastAPI, Query, Request, Response, status
+from fastapi import APIRouter, Depends, FastAPI, Query, Request, Response, status
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from api import pagination
 from api.auth import SESSION_COOKIE, end_session
 from api.dashboard.access import (
     LOGIN_COOKIE,
     SignInRequired,
+    Viewer,
     ViewerDep,
     read_form,
     remember_login_token,
@@ -28,7 +32,7 @@ from api.dashboard.access import (
 from api.deps import ConnectionDep, SettingsDep
 from shared.db.events import EventRepository
 from shared.db.tables import TITLE_MAX_CHARS
-from shared.db.tasks import TaskRepository
+from shared.db.tasks import PagePosition, TaskRepository
 from shared.db.workers import WorkerRepository
 from shared.domain import sessions
 from shared.domain.enums import TaskPriority, TaskStatus
@@ -100,7 +104,8 @@ def _login_page(request: Request, error: str | None) -> HTMLResponse:
 async def login(request: Request, settings: SettingsDep) -> Response:
     form = await read_form(request)
     expected = request.cookies.get(LOGIN_COOKIE)
-    if not expected or not hmac.compare_digest(expected, form.get("login_token", "")):
+    sent = form.get("login_token", "").encode()
+    if not expected or not hmac.compare_digest(expected.encode(), sent):
         return _login_page(request, "The sign-in form expired; please try again.")
     response = RedirectResponse("/dashboard", status_code=status.HTTP_303_SEE_OTHER)
     lifetime = timedelta(hours=settings.dashboard_session_hours)
@@ -134,14 +139,38 @@ E = TypeVar("E", TaskStatus, TaskPriority)
 
 
 def _choice(kind: type[E], value: str) -> E | None:
-    return kind(value) if value in kind.__members__ else None
+    """The member named `value`; None for "any" (empty) or anything unknown."""
+    try:
+        return kind(value)
+    except ValueError:
+        return None
 
 
-async def _task_page(
-    conn: ConnectionDep, viewer: ViewerDep, status_: str, priority: str, q: str, cursor: str
-) -> TaskPage:
+@dataclass(frozen=True)
+class TaskFilters:
+    """The Tasks page's query: as typed in its form, so nothing in it is ever a 422."""
+
+    status: str = ""
+    priority: str = ""
+    q: str = ""
+    cursor: str = ""
+
+
+async def task_filters(
+    status_: Annotated[str, Query(alias="status", max_length=20)] = "",
+    priority: Annotated[str, Query(max_length=20)] = "",
+    q: Annotated[str, Query(max_length=TITLE_MAX_CHARS)] = "",
+    cursor: Annotated[str, Query(max_length=200)] = "",
+) -> TaskFilters:
+    return TaskFilters(status=status_, priority=priority, q=q, cursor=cursor)
+
+
+FiltersDep = Annotated[TaskFilters, Depends(task_filters)]
+
+
+async def _task_page(conn: AsyncConnection, viewer: Viewer, filters: TaskFilters) -> TaskPage:
     repo = TaskRepository(conn, owner=viewer.principal.owner_scope)
-    query = q.strip().replace("\x00", "")[:TITLE_MAX_CHARS]
+    query = filters.q.strip().replace("\x00", "")[:TITLE_MAX_CHARS]
     try:
         task_id = uuid.UUID(query)
     except ValueError:
@@ -151,37 +180,37 @@ async def _task_page(
             return TaskPage(items=[await repo.get(task_id)], total=1)
         except TaskNotFound:
             return TaskPage(items=[], total=0)
-    chosen_status, chosen_priority = _choice(TaskStatus, status_), _choice(TaskPriority, priority)
+    chosen_status = _choice(TaskStatus, filters.status)
+    chosen_priority = _choice(TaskPriority, filters.priority)
     return await repo.list_page(
         statuses=[chosen_status] if chosen_status else (),
         priorities=[chosen_priority] if chosen_priority else (),
         title_prefix=query or None,
         limit=PAGE_SIZE,
-        after=pagination.decode(cursor) if cursor else None,
+        after=_position(filters.cursor),
         with_total=False,
     )
 
 
-Filter = Annotated[str, Query(max_length=TITLE_MAX_CHARS)]
+def _position(cursor: str) -> PagePosition | None:
+    """Where the page starts; a cursor that is not one starts at the newest."""
+    try:
+        return pagination.decode(cursor) if cursor else None
+    except RequestValidationError:
+        return None
 
 
 @router.get("/tasks")
 async def task_list(
-    request: Request,
-    viewer: ViewerDep,
-    conn: ConnectionDep,
-    status_: Annotated[str, Query(alias="status", max_length=20)] = "",
-    priority: Annotated[str, Query(max_length=20)] = "",
-    q: Filter = "",
-    cursor: Annotated[str, Query(max_length=200)] = "",
+    request: Request, viewer: ViewerDep, conn: ConnectionDep, filters: FiltersDep
 ) -> HTMLResponse:
-    page = await _task_page(conn, viewer, status_, priority, q, cursor)
+    page = await _task_page(conn, viewer, filters)
     context = {
         "viewer": viewer,
         "nav": "tasks",
         "page": page,
         "next_cursor": _next_cursor(page),
-        "filters": {"status": status_, "priority": priority, "q": q, "cursor": cursor},
+        "filters": filters,
         "statuses": list(TaskStatus),
         "priorities": list(TaskPriority),
     }
@@ -190,15 +219,9 @@ async def task_list(
 
 @router.get("/tasks/rows")
 async def task_rows(
-    request: Request,
-    viewer: ViewerDep,
-    conn: ConnectionDep,
-    status_: Annotated[str, Query(alias="status", max_length=20)] = "",
-    priority: Annotated[str, Query(max_length=20)] = "",
-    q: Filter = "",
-    cursor: Annotated[str, Query(max_length=200)] = "",
+    request: Request, viewer: ViewerDep, conn: ConnectionDep, filters: FiltersDep
 ) -> HTMLResponse:
-    page = await _task_page(conn, viewer, status_, priority, q, cursor)
+    page = await _task_page(conn, viewer, filters)
     return _page(request, "_task_rows.html", {"page": page})
 
 

@@ -16,16 +16,14 @@ from collections import deque
 from collections.abc import AsyncGenerator
 from typing import Any
 
-import asyncpg
 from fastapi.sse import format_sse_event
 from prometheus_client import Counter, Gauge
-from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from shared.background.periodic import Loop
 from shared.db.engine import connect
 from shared.db.events import EventRepository, StreamFilter, StreamPosition
-from shared.db.wakeups import CHANNEL
+from shared.db.wakeups import listen
 from shared.domain.errors import DatabaseUnavailable
 from shared.domain.records import StreamEvent
 from shared.settings import Settings
@@ -94,6 +92,7 @@ class Subscription:
             return True
         if self._waiting + len(wanted) > self._capacity:
             self._chunks.clear()  # its memory goes now, not when the connection does
+            self._ready.clear()
             self._dropped.set()
             return False
         self._chunks.append(b"".join(wanted))
@@ -120,7 +119,6 @@ class EventHub:
     def __init__(self, engine: AsyncEngine, settings: Settings) -> None:
         self._engine = engine
         self._settings = settings
-        self._dsn = make_url(settings.database_url).set(drivername="postgresql")
         self._subscribers: set[Subscription] = set()
         self._woken = asyncio.Event()
         self._started = asyncio.Event()
@@ -149,7 +147,8 @@ class EventHub:
 
         `dropped` is set if the stream falls STREAM_BUFFER_EVENTS behind; it gets no more.
         """
-        position = await self.position() if after is None else after
+        current = await self.position()  # also: never catch up from before the first read
+        position = current if after is None else after
         while position < self._position:
             chunk, position = await self._backlog(wanted, position)
             if chunk:
@@ -207,19 +206,4 @@ class EventHub:
 
     async def _listen(self) -> None:
         """Hold the process's LISTEN connection until it breaks (then the loop reconnects)."""
-        try:
-            conn = await asyncpg.connect(
-                self._dsn.render_as_string(hide_password=False),
-                timeout=self._settings.db_connect_timeout_seconds,
-            )
-        except (OSError, asyncpg.PostgresError, TimeoutError) as exc:
-            raise DatabaseUnavailable() from exc
-        try:
-            closed = asyncio.Event()
-            conn.add_termination_listener(lambda _: closed.set())
-            await conn.add_listener(CHANNEL, lambda *_: self._woken.set())
-            self._woken.set()  # whatever was written while nobody listened
-            await closed.wait()
-            log.warning("event listener connection lost; reconnecting")
-        finally:
-            await conn.close(timeout=1)
+        await listen(self._settings, self._woken.set)

@@ -16,6 +16,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from api.live.hub import STREAMS_DROPPED, EventHub
 from shared.db.events import StreamFilter, StreamPosition
+from shared.domain.errors import DatabaseUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -92,8 +93,14 @@ class EventStream(StreamingResponse):
                 group.start_soon(then_stop, self._credential_ended)
                 await send(self._start())
                 await send(_body(format_sse_event(retry=RECONNECT_MS)))
-                async for chunk in chunks:
-                    await send(_body(chunk))
+                try:
+                    async for chunk in chunks:
+                        await send(_body(chunk))
+                except DatabaseUnavailable:
+                    # A resuming stream's backlog read failed: end it properly; the client
+                    # comes back with its Last-Event-ID.
+                    ended = True
+                    group.cancel_scope.cancel()
         finally:
             await chunks.aclose()
         if ended:

@@ -42,6 +42,7 @@ async def stream_events(
         int | None,
         Header(
             ge=0,
+            le=2**63 - 1,
             description="Resume after this event (0: from the first); sent by "
             "EventSource on reconnection",
         ),
@@ -60,12 +61,15 @@ async def stream_events(
 
     async def still_valid() -> bool:
         try:
-            return (await credential.principal(state)).user_id == principal.user_id
+            now = await credential.principal(state)
         except NotAuthenticated:
             return False
         except DatabaseUnavailable:
             return True  # a database blip ends no stream; the next check decides
+        # Demoted or promoted: the stream's scope was fixed when it opened.
+        return now.user_id == principal.user_id and now.owner_scope == principal.owner_scope
 
+    await state.event_hub.position()  # 503 now, not inside a stream that answered 200
     return EventStream(
         state.event_hub,
         wanted,

@@ -22,18 +22,22 @@ def upgrade() -> None:
     # Rows already there keep a null, and come before every streamed event.
     op.execute("ALTER TABLE task_events ADD COLUMN xact_id xid8")
     op.execute("ALTER TABLE task_events ALTER COLUMN xact_id SET DEFAULT pg_current_xact_id()")
-    op.create_index(
-        "ix_task_events_xact_id_id",
-        "task_events",
-        ["xact_id", "id"],
-        postgresql_where=sa.text("xact_id IS NOT NULL"),
-    )
-    op.create_index(
-        "ix_tasks_title_pattern",
-        "tasks",
-        ["title"],
-        postgresql_ops={"title": "text_pattern_ops"},
-    )
+    # CONCURRENTLY: building an index on a big table must not block writes meanwhile.
+    with op.get_context().autocommit_block():
+        op.create_index(
+            "ix_task_events_xact_id_id",
+            "task_events",
+            ["xact_id", "id"],
+            postgresql_where=sa.text("xact_id IS NOT NULL"),
+            postgresql_concurrently=True,
+        )
+        op.create_index(
+            "ix_tasks_title_pattern",
+            "tasks",
+            ["title"],
+            postgresql_ops={"title": "text_pattern_ops"},
+            postgresql_concurrently=True,
+        )
     op.create_table(
         "sessions",
         sa.Column("id", sa.Uuid(), server_default=sa.text("gen_random_uuid()"), nullable=False),

@@ -4,7 +4,7 @@ are (so revoking the key or disabling the user ends it)."""
 
 from datetime import timedelta
 
-from sqlalchemy import Interval, bindparam, func, insert, or_, select, update
+from sqlalchemy import Interval, bindparam, delete, func, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from shared.db.engine import translate_unavailable
@@ -39,6 +39,13 @@ _END = (
 )
 
 
+# Ended and expired sessions are kept this long (for a look at who was signed in), then go.
+KEPT_AFTER_END = timedelta(days=7)
+_PURGE = delete(sessions).where(
+    func.coalesce(sessions.c.ended_at, sessions.c.expires_at) < func.now() - KEPT_AFTER_END
+)
+
+
 class SessionRepository:
     def __init__(self, conn: AsyncConnection) -> None:
         self._conn = conn
@@ -64,6 +71,10 @@ class SessionRepository:
         return Principal(
             user_id=row["user_id"], name=row["name"], role=Role(row["role"]), key_id=row["id"]
         )
+
+    async def purge(self) -> None:
+        with translate_unavailable():
+            await self._conn.execute(_PURGE)
 
     async def end(self, token: str) -> None:
         with translate_unavailable():

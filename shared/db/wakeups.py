@@ -11,15 +11,19 @@ the stream until its next poll: the history table is the source.
 
 import asyncio
 import logging
+from collections.abc import Callable
 from typing import Any
 
+import asyncpg
 from sqlalchemy import event, text
-from sqlalchemy.engine import Connection
+from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from shared.background.periodic import Loop
 from shared.db.engine import connect, translate_unavailable
 from shared.db.write_path import RECORDS_HISTORY
+from shared.domain.errors import DatabaseUnavailable
+from shared.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -77,3 +81,26 @@ class Wakeups:
             with translate_unavailable():
                 await conn.execute(_NOTIFY)
         return True
+
+
+async def listen(settings: Settings, on_wake: Callable[[], None]) -> None:
+    """LISTEN on its own connection (not a pooled one: it is held for good), calling
+    `on_wake` for every wake-up, and once at the start for whatever came while nobody
+    listened; returns when the connection breaks."""
+    dsn = make_url(settings.database_url).set(drivername="postgresql")
+    try:
+        conn = await asyncpg.connect(
+            dsn.render_as_string(hide_password=False),
+            timeout=settings.db_connect_timeout_seconds,
+        )
+    except (OSError, asyncpg.PostgresError, TimeoutError) as exc:
+        raise DatabaseUnavailable() from exc
+    try:
+        closed = asyncio.Event()
+        conn.add_termination_listener(lambda _: closed.set())
+        await conn.add_listener(CHANNEL, lambda *_: on_wake())
+        on_wake()
+        await closed.wait()
+        log.warning("event listener connection lost; reconnecting")
+    finally:
+        await conn.close(timeout=1)

@@ -31,4 +31,5 @@ def csrf_token(token: str) -> str:
 
 
 def csrf_matches(token: str, sent: str | None) -> bool:
-    return sent is not None and hmac.compare_digest(csrf_token(token), sent)
+    # Bytes: compare_digest refuses a str with non-ASCII characters (a TypeError, a 500).
+    return sent is not None and hmac.compare_digest(csrf_token(token).encode(), sent.encode())
