@@ -560,6 +560,20 @@ async def test_a_stream_ends_within_the_recheck_interval_once_its_key_is_revoked
     assert (await refusal(api, auth(key))).status_code == 401
 
 
+async def test_a_stream_opened_as_admin_ends_once_its_user_is_demoted(
+    api: str, admin_key: str, engine: AsyncEngine
+) -> None:
+    user, key = await make_user(engine, Role.ADMIN)
+    async with (
+        httpx.AsyncClient(base_url=api, headers=auth(admin_key)) as admin,
+        open_stream(api, key) as demoted,
+    ):
+        changed = await admin.patch(f"/api/v1/users/{user.id}", json={"role": "member"})
+        end = await demoted.end(timeout_s=5)  # its scope was everybody's tasks: no longer
+
+    assert changed.status_code == 200 and end.error is None
+
+
 # 8. Keep-alive
 
 
