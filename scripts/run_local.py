@@ -5,6 +5,7 @@ Ctrl-C (or SIGTERM) stops them all; workers get their graceful shutdown.
 
 import asyncio
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -22,6 +23,7 @@ ROOT = Path(__file__).resolve().parents[1]
 # The local admin's key, made once by `make run`; git ignores the folder.
 ADMIN_KEY_FILE = ROOT / ".taskq" / "admin.key"
 LOCAL_ADMIN = "admin"
+SECRET_KEY_FILE = ROOT / ".taskq" / "secret.key"
 
 # Open event streams never end by themselves: without a bound, Ctrl-C would wait forever.
 GRACEFUL_SHUTDOWN_S = 5
@@ -63,7 +65,20 @@ def _interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
 
 
+def ensure_secret_key() -> None:
+    """A local SECRET_KEY, made once (mode 600, git-ignored), unless one is set: the API and
+    the notifier must share it."""
+    if os.environ.get("SECRET_KEY"):
+        return
+    if not SECRET_KEY_FILE.exists():
+        SECRET_KEY_FILE.parent.mkdir(mode=0o700, exist_ok=True)
+        SECRET_KEY_FILE.touch(mode=0o600)
+        SECRET_KEY_FILE.write_text(secrets.token_urlsafe(32) + "\n")
+    os.environ["SECRET_KEY"] = SECRET_KEY_FILE.read_text().strip()
+
+
 def main() -> int:
+    ensure_secret_key()
     settings = get_settings()
     asyncio.run(ensure_database(settings.database_url))
     subprocess.run([sys.executable, "-m", "alembic", "upgrade", "head"], cwd=ROOT, check=True)
@@ -73,6 +88,8 @@ def main() -> int:
     api = [sys.executable, "-m", "uvicorn", "api.main:app", "--host", "127.0.0.1", "--port", port]
     api += ["--timeout-graceful-shutdown", str(GRACEFUL_SHUTDOWN_S)]
     children = [subprocess.Popen(api, cwd=ROOT)]
+    # One notifier: webhooks and e-mails (.eml files in MAIL_OUTBOX_DIR without SMTP_HOST).
+    children.append(subprocess.Popen([sys.executable, "-m", "notifier"], cwd=ROOT))
     # Each worker serves its metrics on a port of its own: 9100, 9101, ...
     metrics_port = int(os.environ.get("WORKER_METRICS_PORT", "9100"))
     children += [
@@ -83,7 +100,11 @@ def main() -> int:
         )
         for n in range(workers)
     ]
-    print(f"API on http://127.0.0.1:{port}/docs with {workers} worker(s); Ctrl-C stops", flush=True)
+    print(
+        f"API on http://127.0.0.1:{port}/docs, dashboard on /dashboard, {workers} worker(s) "
+        "and a notifier; Ctrl-C stops",
+        flush=True,
+    )
     # Set both explicitly: a shell that starts us in the background ignores SIGINT.
     signal.signal(signal.SIGTERM, _interrupt)
     signal.signal(signal.SIGINT, _interrupt)
