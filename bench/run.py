@@ -35,7 +35,15 @@ from shared.messaging.topology import topology
 from shared.settings import Settings
 from tests.support.dashboard import session_cookie, sign_in
 from tests.support.databases import alembic, create_database, drop_database, plain_dsn
-from tests.support.processes import Process, free_port, start_api, start_worker, wait_ready
+from tests.support.processes import (
+    Process,
+    free_port,
+    start_api,
+    start_notifier,
+    start_worker,
+    wait_ready,
+)
+from tests.support.receiver import Receiver
 from tests.support.services import find_services
 from tests.support.users import auth, make_user
 
@@ -43,6 +51,12 @@ HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results" / "latest.json"
 CREATE_BODY = '{"title": "bench", "params": {"duration": 0}}'
 QUIET = {"LOG_LEVEL": "WARNING"}  # measure the service, not its log volume
+# What the API and the notifier need to sign webhooks and deliver them to a local receiver.
+NOTIFYING = {
+    "SECRET_KEY": "bench-" + uuid.uuid4().hex,
+    "WEBHOOK_ALLOW_PRIVATE_NETWORKS": "true",
+    "NOTIFIER_POLL_SECONDS": "0.1",
+}
 Results = dict[str, Any]
 
 # The events a loaded task would have had: created, published, and for a finished one its
@@ -417,6 +431,70 @@ class Bench:
         delays = sorted(d for reader in readers for d in reader.delays_ms)
         return {"latency_events": len(delays), **_percentiles(delays)}
 
+    async def notifications(self, backlog: int = 3000, pairs: int = 2) -> None:
+        """A worker's drain with a webhook subscription on every task (and a notifier
+        delivering them to a receiver here) against the same drain without, alternated."""
+        self.stop_all()
+        await self.start_api(**NOTIFYING)
+        receiver = Receiver()
+        await receiver.start()
+        runs: dict[str, list[float]] = {"without": [], "with": []}
+        delivered_per_s = []
+        try:
+            for _ in range(pairs):
+                runs["without"].append(await self._drain(backlog))
+                hook = await self._subscribe(receiver.url)
+                notifier = start_notifier(self.settings, **QUIET, **NOTIFYING)
+                runs["with"].append(await self._drain(backlog))
+                delivered_per_s.append(await self._all_delivered(backlog))
+                notifier.stop()
+                await self._unsubscribe(hook)
+        finally:
+            await receiver.stop()
+        self.results["notifications"] = {
+            "backlog": backlog,
+            "drain_without_per_s": runs["without"],
+            "drain_with_per_s": runs["with"],
+            "delivered_per_s": delivered_per_s,
+            "ratio": statistics.median(runs["with"]) / statistics.median(runs["without"]),
+        }
+
+    async def _drain(self, backlog: int) -> float:
+        """Tasks/s one worker finishes a backlog of `backlog` at."""
+        await self.sql("TRUNCATE tasks, task_events, task_counts, workers, deliveries")
+        body = {"title": "drain", "params": {"duration": 0}}
+        await self.create_tasks([body] * backlog)
+        self.start_workers(1)
+        await self.wait_all_done(backlog)
+        self.stop_workers()
+        span = await self.sql("SELECT min(started_at) AS a, max(completed_at) AS b FROM tasks")
+        return float(backlog / (span[0]["b"] - span[0]["a"]).total_seconds())
+
+    async def _subscribe(self, url: str) -> str:
+        async with httpx.AsyncClient(base_url=self.base_url, headers=auth(self.key)) as client:
+            body = {"url": url, "events": ["COMPLETED"]}
+            response = await client.post("/api/v1/webhooks", json=body)
+            response.raise_for_status()
+            hook_id: str = response.json()["id"]
+            return hook_id
+
+    async def _unsubscribe(self, hook_id: str) -> None:
+        async with httpx.AsyncClient(base_url=self.base_url, headers=auth(self.key)) as client:
+            (await client.delete(f"/api/v1/webhooks/{hook_id}")).raise_for_status()
+
+    async def _all_delivered(self, expected: int) -> float:
+        """Waits for every delivery; how many per second they went out, first to last."""
+
+        async def done() -> bool:
+            rows = await self.sql("SELECT count(*) AS n FROM deliveries WHERE status = 'delivered'")
+            return bool(rows[0]["n"] >= expected)
+
+        await _wait(done, 300, f"{expected} deliveries")
+        span = await self.sql(
+            "SELECT min(delivered_at) AS a, max(delivered_at) AS b FROM deliveries"
+        )
+        return float(expected / max((span[0]["b"] - span[0]["a"]).total_seconds(), 1e-3))
+
     async def memory(self) -> None:
         """RSS of a fresh API and worker after 1k and after 10k tasks through them."""
         self.stop_all()
@@ -567,6 +645,24 @@ def table(results: Results) -> str:
                 "p99 ≤ 1000 ms",
             ),
         ]
+    notify = results.get("notifications")
+    if notify:
+        runs = " / ".join(
+            f"{a:.0f} vs {b:.0f}"
+            for a, b in zip(notify["drain_with_per_s"], notify["drain_without_per_s"], strict=True)
+        )
+        rows += [
+            (
+                "drain with a webhook on every task / without (1 worker)",
+                f"{notify['ratio']:.2f} (tasks/s, with vs without: {runs})",
+                "≥ 0.90",
+            ),
+            (
+                "webhook deliveries (1 notifier, local receiver)",
+                " / ".join(f"{v:.0f}" for v in notify["delivered_per_s"]) + " per s",
+                "",
+            ),
+        ]
     for process, target in (("api", "≤ 150 MB"), ("worker", "≤ 120 MB")):
         small, large = memory[1000][f"{process}_mb"], memory[10000][f"{process}_mb"]
         rows.append(
@@ -598,6 +694,7 @@ async def main(args: argparse.Namespace) -> None:
                 "bare_design": bench.bare_design,
                 "memory": bench.memory,
                 "streams": bench.streams,
+                "notifications": bench.notifications,
                 "at_scale": bench.at_scale,
             }
             for name, step in steps.items():
