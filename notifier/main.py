@@ -8,6 +8,7 @@
 import asyncio
 import logging
 import signal
+import uuid
 
 import httpx
 from prometheus_client import Counter
@@ -17,15 +18,14 @@ from notifier import mail, webhooks
 from notifier.planning import plan, wanted_statuses
 from notifier.webhooks import Attempt
 from shared.background.periodic import Loop, Supervisor
-from shared.db.deliveries import DeliveryRepository
+from shared.db.deliveries import DeliveryRepository, Outcome
 from shared.db.engine import connect, create_engine, transaction
 from shared.db.events import EventRepository
 from shared.db.tasks import TaskRepository
 from shared.db.users import UserRepository
 from shared.db.webhooks import WebhookRepository
-from shared.domain.errors import UserNotFound, WebhookNotFound
 from shared.domain.notifications import Channel, DeliveryStatus, retry_delay
-from shared.domain.records import DeliveryRecord
+from shared.domain.records import DeliveryRecord, UserRecord, WebhookRecord
 from shared.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -71,65 +71,103 @@ class Notifier:
         return len(events) == BATCH
 
     async def deliver(self) -> bool:
-        """Attempt what is due; True if a full batch was claimed (more may be due)."""
+        """Attempt what is due; True if a full batch was claimed (more may be due).
+
+        A batch costs three statements however large: the claim, one read of its
+        recipients, one write of its outcomes (and one per webhook whose count moved).
+        """
         # An attempt lasts at most WEBHOOK_TIMEOUT_SECONDS; the margin is for recording it.
         lease_s = self._settings.webhook_timeout_seconds + 5
         async with connect(self._engine) as conn:
             due = await DeliveryRepository(conn).claim_due(limit=CLAIM, lease_s=lease_s)
-        await asyncio.gather(*(self._deliver_one(delivery) for delivery in due))
+            if not due:
+                return False
+            hooks = await WebhookRepository(conn).by_ids(
+                {d.webhook_id for d in due if d.webhook_id is not None}
+            )
+            people = await UserRepository(conn).by_ids(
+                {d.user_id for d in due if d.user_id is not None}
+            )
+        attempts = [self._attempt(delivery, hooks, people) for delivery in due]
+        outcomes = [
+            self._outcome(d, a) for d, a in zip(due, await asyncio.gather(*attempts), strict=True)
+        ]
+        await self._record(outcomes)
         return len(due) == CLAIM
 
-    async def _deliver_one(self, delivery: DeliveryRecord) -> None:
-        result = await self._attempt(delivery)
-        ATTEMPTS.labels(delivery.channel, "delivered" if result.delivered else "failed").inc()
-        await self._settle(delivery, result)
-
-    async def _attempt(self, delivery: DeliveryRecord) -> Attempt:
-        async with connect(self._engine) as conn:
-            try:
-                if delivery.channel == Channel.EMAIL.value:
-                    assert delivery.user_id is not None
-                    user = await UserRepository(conn).get(delivery.user_id)
-                    return await mail.attempt(delivery, user, self._settings)
-                assert delivery.webhook_id is not None
-                webhook = await WebhookRepository(conn).get(delivery.webhook_id)
-            except (UserNotFound, WebhookNotFound):
+    async def _attempt(
+        self,
+        delivery: DeliveryRecord,
+        hooks: dict[uuid.UUID, WebhookRecord],
+        people: dict[uuid.UUID, UserRecord],
+    ) -> Attempt:
+        if delivery.channel == Channel.EMAIL.value:
+            user = people.get(delivery.user_id) if delivery.user_id else None
+            if user is None:
                 return Attempt(False, error="its recipient is gone")
+            return await mail.attempt(delivery, user, self._settings)
+        webhook = hooks.get(delivery.webhook_id) if delivery.webhook_id else None
+        if webhook is None:
+            return Attempt(False, error="its subscription is gone")
         if not webhook.enabled:
             return Attempt(False, error=f"subscription disabled: {webhook.disabled_reason}")
         return await webhooks.attempt(self._client, webhook, delivery, self._settings)
 
-    async def _settle(self, delivery: DeliveryRecord, result: Attempt) -> None:
-        settings = self._settings
+    def _outcome(self, delivery: DeliveryRecord, result: Attempt) -> Outcome:
+        ATTEMPTS.labels(delivery.channel, "delivered" if result.delivered else "failed").inc()
         if result.delivered:
-            status, retry_in = DeliveryStatus.DELIVERED, None
-        else:
-            first = delivery.first_attempt_at or delivery.last_attempt_at
-            assert first is not None and delivery.last_attempt_at is not None
-            retry_in = retry_delay(
-                delivery.attempts,
-                since_first_s=(delivery.last_attempt_at - first).total_seconds(),
-                schedule_s=settings.notify_retry_seconds,
-                repeat_s=settings.notify_retry_repeat_seconds,
-                give_up_s=settings.notify_give_up_seconds,
-            )
-            status = DeliveryStatus.PENDING if retry_in is not None else DeliveryStatus.FAILED
+            return Outcome(delivery, DeliveryStatus.DELIVERED, code=result.code)
+        settings = self._settings
+        first, last = delivery.first_attempt_at, delivery.last_attempt_at
+        assert first is not None and last is not None  # set by the claim
+        retry_in = retry_delay(
+            delivery.attempts,
+            since_first_s=(last - first).total_seconds(),
+            schedule_s=settings.notify_retry_seconds,
+            repeat_s=settings.notify_retry_repeat_seconds,
+            give_up_s=settings.notify_give_up_seconds,
+        )
+        status = DeliveryStatus.PENDING if retry_in is not None else DeliveryStatus.FAILED
+        return Outcome(delivery, status, retry_in=retry_in, code=result.code, error=result.error)
+
+    async def _record(self, outcomes: list[Outcome]) -> None:
+        """The batch's outcomes, and what they do to their subscriptions' failure counts."""
         async with transaction(self._engine) as conn:
-            settled = await DeliveryRepository(conn).settle(
-                delivery, status=status, retry_in=retry_in, code=result.code, error=result.error
-            )
-            if settled and delivery.webhook_id is not None and status is not DeliveryStatus.PENDING:
-                await WebhookRepository(conn).note_outcome(
-                    delivery.webhook_id,
-                    delivered=result.delivered,
-                    limit=settings.webhook_disable_after_failures,
+            settled = await DeliveryRepository(conn).settle(outcomes)
+            repository = WebhookRepository(conn)
+            for webhook_id, (reset, failures) in _ended_per_webhook(outcomes, settled).items():
+                await repository.note_outcomes(
+                    webhook_id,
+                    reset=reset,
+                    failures=failures,
+                    limit=self._settings.webhook_disable_after_failures,
                 )
-        _log_outcome(delivery, status, result)
+        for outcome in outcomes:
+            _log_outcome(outcome)
 
 
-def _log_outcome(delivery: DeliveryRecord, status: DeliveryStatus, result: Attempt) -> None:
+def _ended_per_webhook(
+    outcomes: list[Outcome], settled: set[uuid.UUID]
+) -> dict[uuid.UUID, tuple[bool, int]]:
+    """Per webhook, of its deliveries that ended here: whether one was delivered, and how
+    many failed after the last one delivered (those continue the count in a row)."""
+    ended: dict[uuid.UUID, tuple[bool, int]] = {}
+    for outcome in outcomes:
+        webhook_id = outcome.delivery.webhook_id
+        if webhook_id is None or outcome.delivery.id not in settled:
+            continue
+        reset, failures = ended.get(webhook_id, (False, 0))
+        if outcome.status is DeliveryStatus.DELIVERED:
+            ended[webhook_id] = (True, 0)
+        elif outcome.status is DeliveryStatus.FAILED:
+            ended[webhook_id] = (reset, failures + 1)
+    return ended
+
+
+def _log_outcome(outcome: Outcome) -> None:
+    delivery = outcome.delivery
     extra = {"task_id": str(delivery.task_id)}
-    if status is DeliveryStatus.DELIVERED:
+    if outcome.status is DeliveryStatus.DELIVERED:
         log.info(
             "%s %s delivered (attempt %d)",
             delivery.channel,
@@ -137,16 +175,16 @@ def _log_outcome(delivery: DeliveryRecord, status: DeliveryStatus, result: Attem
             delivery.attempts,
             extra=extra,
         )
-    else:
-        log.warning(
-            "%s %s attempt %d failed (%s): %s",
-            delivery.channel,
-            delivery.id,
-            delivery.attempts,
-            "will retry" if status is DeliveryStatus.PENDING else "gave up",
-            result.error,
-            extra=extra,
-        )
+        return
+    log.warning(
+        "%s %s attempt %d failed (%s): %s",
+        delivery.channel,
+        delivery.id,
+        delivery.attempts,
+        "will retry" if outcome.status is DeliveryStatus.PENDING else "gave up",
+        outcome.error,
+        extra=extra,
+    )
 
 
 async def run_notifier(settings: Settings, stop: asyncio.Event | None = None) -> None:

@@ -9,10 +9,27 @@ the attempt that claimed them.
 
 import uuid
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import Interval, bindparam, func, insert, select, update
+from sqlalchemy import (
+    Float,
+    Integer,
+    Interval,
+    String,
+    Uuid,
+    bindparam,
+    case,
+    cast,
+    column,
+    func,
+    insert,
+    literal_column,
+    select,
+    update,
+    values,
+)
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -24,6 +41,28 @@ from shared.domain.notifications import DeliveryStatus
 from shared.domain.records import DeliveryRecord
 
 _PENDING = DeliveryStatus.PENDING.value
+_DELIVERED = DeliveryStatus.DELIVERED.value
+_OUTCOME_COLUMNS = (
+    column("id", Uuid),
+    column("attempt", Integer),
+    column("status", String),
+    column("retry_s", Float),
+    column("code", Integer),
+    column("error", String),
+)
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What became of one attempt, to record."""
+
+    delivery: DeliveryRecord
+    status: DeliveryStatus
+    retry_in: timedelta | None = None
+    code: int | None = None
+    error: str | None = None
+
+
 _LEASE = func.now() + bindparam("lease", type_=Interval())
 _DUE = (
     select(deliveries.c.id)
@@ -47,12 +86,6 @@ _CLAIM = (
         last_attempt_at=func.now(),
     )
     .returning(*deliveries.c)
-)
-# Only the attempt that claimed a delivery may settle it.
-_FENCED = (
-    deliveries.c.id == bindparam("delivery_id"),
-    deliveries.c.attempts == bindparam("attempt"),
-    deliveries.c.status == _PENDING,
 )
 
 
@@ -97,31 +130,51 @@ class DeliveryRepository:
             rows = (await self._conn.execute(_CLAIM, values)).mappings().all()
         return [DeliveryRecord(**row) for row in rows]
 
-    async def settle(
-        self,
-        delivery: DeliveryRecord,
-        *,
-        status: DeliveryStatus,
-        retry_in: timedelta | None = None,
-        code: int | None = None,
-        error: str | None = None,
-    ) -> bool:
-        """Record an attempt's outcome: delivered, failed, or (PENDING) again in `retry_in`.
-        False if another attempt has claimed the delivery since (this one's lease ran out)."""
-        values: dict[str, Any] = {
-            "status": status.value,
-            "leased_until": None,
-            "last_response_code": code,
-            "last_error": error[:ERROR_MAX_CHARS] if error else None,
-        }
-        if status is DeliveryStatus.DELIVERED:
-            values["delivered_at"] = func.now()
-        if retry_in is not None:
-            values["next_attempt_at"] = func.now() + retry_in
-        statement = update(deliveries).where(*_FENCED).values(**values).returning(deliveries.c.id)
-        params = {"delivery_id": delivery.id, "attempt": delivery.attempts}
+    async def settle(self, outcomes: Sequence[Outcome]) -> set[uuid.UUID]:
+        """Record attempts' outcomes, all in one statement: delivered, failed, or (PENDING)
+        again after `retry_in`. Returns the deliveries settled: not one whose attempt was
+        overtaken by another (its lease ran out meanwhile)."""
+        if not outcomes:
+            return set()
+        rows = [
+            (
+                o.delivery.id,
+                o.delivery.attempts,
+                o.status.value,
+                None if o.retry_in is None else o.retry_in.total_seconds(),
+                o.code,
+                o.error[:ERROR_MAX_CHARS] if o.error else None,
+            )
+            for o in outcomes
+        ]
+        given = values(*_OUTCOME_COLUMNS, name="outcome").data(rows)
+        # Cast: the driver sends VALUES' parameters untyped, so PostgreSQL takes them as text.
+        typed = {c.name: cast(given.c[c.name], c.type) for c in _OUTCOME_COLUMNS}
+        statement = (
+            update(deliveries)
+            .where(
+                deliveries.c.id == typed["id"],
+                deliveries.c.attempts == typed["attempt"],
+                deliveries.c.status == _PENDING,
+            )
+            .values(
+                status=typed["status"],
+                leased_until=None,
+                last_response_code=typed["code"],
+                last_error=typed["error"],
+                delivered_at=case((typed["status"] == _DELIVERED, func.now()), else_=None),
+                next_attempt_at=case(
+                    (
+                        typed["retry_s"].is_not(None),
+                        func.now() + typed["retry_s"] * literal_column("interval '1 second'"),
+                    ),
+                    else_=deliveries.c.next_attempt_at,
+                ),
+            )
+            .returning(deliveries.c.id)
+        )
         with translate_unavailable():
-            return (await self._conn.execute(statement, params)).first() is not None
+            return set((await self._conn.execute(statement)).scalars().all())
 
     async def of_webhook(self, webhook_id: uuid.UUID, *, limit: int) -> list[DeliveryRecord]:
         statement = (

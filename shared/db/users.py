@@ -111,6 +111,14 @@ class UserRepository:
             raise EmailMissing()
         return UserRecord.from_row(row)
 
+    async def by_ids(self, user_ids: Collection[uuid.UUID]) -> dict[uuid.UUID, UserRecord]:
+        if not user_ids:
+            return {}
+        statement = select(users).where(users.c.id.in_(list(user_ids)))
+        with translate_unavailable():
+            rows = (await self._conn.execute(statement)).mappings().all()
+        return {row["id"]: UserRecord.from_row(row) for row in rows}
+
     async def email_recipients(self) -> list[UserRecord]:
         """Active users with an address who want e-mail about some status."""
         statement = select(users).where(

@@ -2,10 +2,21 @@
 
 import secrets
 import uuid
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from typing import Any
 
-from sqlalchemy import ColumnElement, bindparam, case, delete, func, insert, or_, select, update
+from sqlalchemy import (
+    ColumnElement,
+    bindparam,
+    case,
+    delete,
+    func,
+    insert,
+    literal,
+    or_,
+    select,
+    update,
+)
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from shared.db.engine import translate_unavailable
@@ -90,20 +101,32 @@ class WebhookRepository:
             found.append((record, None if row["role"] == Role.ADMIN.value else record.owner_id))
         return found
 
-    async def note_outcome(self, webhook_id: uuid.UUID, *, delivered: bool, limit: int) -> None:
-        """Count a delivery that ended: a success starts the count of failures afresh; the
-        `limit`-th failure in a row disables the subscription, saying why."""
-        failures = webhooks.c.consecutive_failures + 1
+    async def by_ids(self, webhook_ids: Collection[uuid.UUID]) -> dict[uuid.UUID, WebhookRecord]:
+        if not webhook_ids:
+            return {}
+        statement = select(webhooks).where(webhooks.c.id.in_(list(webhook_ids)))
+        with translate_unavailable():
+            rows = (await self._conn.execute(statement)).mappings().all()
+        return {row["id"]: WebhookRecord.from_row(row) for row in rows}
+
+    async def note_outcomes(
+        self, webhook_id: uuid.UUID, *, reset: bool, failures: int, limit: int
+    ) -> None:
+        """Count deliveries that ended, oldest first folded into: `reset` (one was
+        delivered) starts the count of failures in a row afresh, then `failures` more; the
+        `limit`-th in a row disables the subscription, saying why."""
+        base = literal(0) if reset else webhooks.c.consecutive_failures
+        counted = base + failures
         values: dict[str, Any] = (
-            {"consecutive_failures": 0}
-            if delivered
+            {"consecutive_failures": counted}
+            if failures == 0
             else {
-                "consecutive_failures": failures,
-                "enabled": webhooks.c.enabled & (failures < limit),
+                "consecutive_failures": counted,
+                "enabled": webhooks.c.enabled & (counted < limit),
                 "disabled_reason": func.coalesce(
                     webhooks.c.disabled_reason,
                     case(
-                        (failures >= limit, f"{limit} deliveries in a row failed"),
+                        (counted >= limit, f"{limit} deliveries in a row failed"),
                         else_=None,
                     ),
                 ),

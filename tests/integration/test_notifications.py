@@ -75,6 +75,7 @@ async def notifiers(hook_settings: Settings) -> AsyncIterator[Any]:
     yield start
     for process in started:
         process.stop()
+        print(process.output)  # shown when the test fails
 
 
 async def subscribe(client: httpx.AsyncClient, url: str, events: list[str]) -> dict[str, Any]:
