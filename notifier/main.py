@@ -7,6 +7,7 @@
 
 import asyncio
 import logging
+import os
 import signal
 import uuid
 
@@ -195,6 +196,7 @@ async def run_notifier(settings: Settings, stop: asyncio.Event | None = None) ->
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
+    os.nice(settings.notifier_nice)
     engine = create_engine(settings, pool_size=CLAIM + 2)
     notifier = Notifier(engine, settings)
     loops = Supervisor()

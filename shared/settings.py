@@ -76,6 +76,9 @@ class Settings(BaseSettings):
     notify_give_up_seconds: float = Field(86_400, gt=0)
     # How often the notifier looks for new history and for deliveries that are due.
     notifier_poll_seconds: float = Field(0.5, gt=0, le=60)
+    # The notifier's CPU niceness: where it shares cores with workers, they come first and
+    # notifications catch up when the drain eases (a lower priority, not a lost message).
+    notifier_nice: int = Field(10, ge=0, le=19)
     # E-mail: SMTP_HOST empty (the local default) writes .eml files to MAIL_OUTBOX_DIR.
     smtp_host: str = ""
     smtp_port: int = Field(587, ge=1, le=65535)
