@@ -14,6 +14,12 @@ import uuid
 import httpx
 from prometheus_client import Counter
 from sqlalchemy.ext.asyncio import AsyncEngine
+from tenacity import (
+    AsyncRetrying,
+    retry_if_exception_type,
+    stop_after_delay,
+    wait_exponential_jitter,
+)
 
 from notifier import mail, webhooks
 from notifier.planning import plan, wanted_statuses
@@ -25,6 +31,7 @@ from shared.db.events import EventRepository
 from shared.db.tasks import TaskRepository
 from shared.db.users import UserRepository
 from shared.db.webhooks import WebhookRepository
+from shared.domain.errors import DatabaseUnavailable
 from shared.domain.notifications import Channel, DeliveryStatus, retry_delay
 from shared.domain.records import DeliveryRecord, UserRecord, WebhookRecord
 from shared.settings import Settings
@@ -33,6 +40,9 @@ log = logging.getLogger(__name__)
 
 BATCH = 500  # history rows per fan-out
 CLAIM = 20  # deliveries attempted at once by one notifier
+# A lease lasts an attempt's WEBHOOK_TIMEOUT_SECONDS and this margin to record its outcome,
+# retried this long through a database blip: unrecorded, it would be sent again.
+RECORD_MARGIN_S = 5.0
 ATTEMPTS = Counter("taskq_notifier_attempts_total", "Delivery attempts", ["channel", "outcome"])
 
 
@@ -77,8 +87,7 @@ class Notifier:
         A batch costs three statements however large: the claim, one read of its
         recipients, one write of its outcomes (and one per webhook whose count moved).
         """
-        # An attempt lasts at most WEBHOOK_TIMEOUT_SECONDS; the margin is for recording it.
-        lease_s = self._settings.webhook_timeout_seconds + 5
+        lease_s = self._settings.webhook_timeout_seconds + RECORD_MARGIN_S
         async with connect(self._engine) as conn:
             due = await DeliveryRepository(conn).claim_due(limit=CLAIM, lease_s=lease_s)
             if not due:
@@ -132,7 +141,17 @@ class Notifier:
         return Outcome(delivery, status, retry_in=retry_in, code=result.code, error=result.error)
 
     async def _record(self, outcomes: list[Outcome]) -> None:
-        """The batch's outcomes, and what they do to their subscriptions' failure counts."""
+        """The batch's outcomes, and what they do to their subscriptions' failure counts.
+
+        Fenced on the attempts: a retry after a commit that did happen writes nothing.
+        """
+        async for retry in _recording():
+            with retry:
+                await self._write(outcomes)
+        for outcome in outcomes:
+            _log_outcome(outcome)
+
+    async def _write(self, outcomes: list[Outcome]) -> None:
         async with transaction(self._engine) as conn:
             settled = await DeliveryRepository(conn).settle(outcomes)
             repository = WebhookRepository(conn)
@@ -143,8 +162,16 @@ class Notifier:
                     failures=failures,
                     limit=self._settings.webhook_disable_after_failures,
                 )
-        for outcome in outcomes:
-            _log_outcome(outcome)
+
+
+def _recording() -> AsyncRetrying:
+    """Retries of recording outcomes while the database is away, within the lease."""
+    return AsyncRetrying(
+        retry=retry_if_exception_type(DatabaseUnavailable),
+        wait=wait_exponential_jitter(initial=0.1, max=1.0),
+        stop=stop_after_delay(RECORD_MARGIN_S),
+        reraise=True,
+    )
 
 
 def _ended_per_webhook(

@@ -18,11 +18,13 @@ import pytest
 from aiosmtpd.controller import Controller
 from sqlalchemy.ext.asyncio import AsyncEngine
 from standardwebhooks.webhooks import Webhook
+from starlette.types import Receive, Scope, Send
 
 from shared.domain.enums import Role
 from shared.settings import Settings
 from tests.integration.conftest import api_client
 from tests.support.processes import Process, StartWorker, free_port, start_notifier
+from tests.support.proxy import TcpProxy, through
 from tests.support.receiver import Receiver
 from tests.support.tasks import create
 from tests.support.users import auth, make_user
@@ -189,6 +191,49 @@ async def test_a_notifier_killed_mid_delivery_delivers_after_restart_with_the_sa
     ids = [got.headers["webhook-id"] for got in receiver.received]
     assert len(ids) == 2 and ids[0] == ids[1] == f"msg_{uuid.UUID(delivered['id']).hex}"
     assert delivered["attempts"] == 2
+
+
+class CuttingReceiver(Receiver):
+    """Cuts the database for a second as the first delivery arrives, before answering it:
+    the notifier then finds its database gone just when it records the outcome."""
+
+    def __init__(self, proxy: TcpProxy) -> None:
+        super().__init__()
+        self.proxy = proxy
+        self._restoring: asyncio.Task[None] | None = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if self._restoring is None:
+            await self.proxy.cut()
+            self._restoring = asyncio.create_task(self._restore_in(1.0))
+        await super().__call__(scope, receive, send)
+
+    async def _restore_in(self, seconds: float) -> None:
+        await asyncio.sleep(seconds)
+        await self.proxy.restore()
+
+
+async def test_a_database_cut_while_the_outcome_is_recorded_sends_nothing_twice(
+    admin: httpx.AsyncClient,
+    hook_settings: Settings,
+    db_proxy: TcpProxy,
+    workers: StartWorker,
+    notifiers: Any,
+) -> None:
+    receiver = CuttingReceiver(db_proxy)
+    await receiver.start()
+    try:
+        hook = await subscribe(admin, receiver.url, ["COMPLETED"])
+        await workers()
+        notifiers(DATABASE_URL=through(hook_settings, db=db_proxy).database_url)
+        await create(admin, params={"duration": 0})
+
+        delivered = await wait_delivery(admin, hook["id"], "delivered")
+        await asyncio.sleep(8)  # past the lease (2 s + 5 s): a second attempt would be in
+    finally:
+        await receiver.stop()
+
+    assert delivered["attempts"] == 1 and len(receiver.received) == 1
 
 
 async def _arrived(receiver: Receiver, count: int) -> bool:
