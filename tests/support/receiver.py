@@ -6,7 +6,7 @@ import time
 from dataclasses import dataclass, field
 
 import uvicorn
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
@@ -33,7 +33,10 @@ class Receiver:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         request = Request(scope, receive)
-        body = (await request.body()).decode()
+        try:
+            body = (await request.body()).decode()
+        except ClientDisconnect:
+            return  # the sender died mid-request (a SIGKILLed notifier): nothing arrived
         self.received.append(Received(dict(request.headers), body))
         if self.hang:
             await asyncio.Event().wait()
