@@ -213,6 +213,8 @@ async def tally(settings: Settings, accepted: list[uuid.UUID], deadline_s: float
         if row["lost_attempts"]:
             counts["re-run after a lost lease"] += 1
     counts["lost"] = len(wanted) - len(settled)
+    # A create that committed but whose answer was lost (and was made again) is no one's.
+    counts["unanswered creates"] = len(rows) - len(mine)
     return counts
 
 
@@ -306,7 +308,7 @@ def _verdict(counts: Counter[str], notes: Counter[str], events: Counter[str]) ->
     # A delivery arrives twice only if its outcome went unrecorded; without a notifier
     # ever dying, that is a bug.
     twice = notes["duplicates"] and not events["notifier"]
-    unnotified = notes["missing"] or notes["bad signatures"] or twice
+    unnotified = notes["missing"] or notes["notified twice"] or notes["bad signatures"] or twice
     return 1 if counts["lost"] or counts["run twice"] or unexplained or broken or unnotified else 0
 
 
@@ -331,7 +333,7 @@ async def _delete_queues(settings: Settings) -> None:
 TASK_COLUMNS = ["accepted", "completed", "failed", "cancelled", "lost", "run twice"]
 TASK_COLUMNS += ["counters off", "history off"]
 NOTIFICATION_COLUMNS = ["finished", "expected", "received", "missing", "duplicates"]
-NOTIFICATION_COLUMNS += ["bad signatures"]
+NOTIFICATION_COLUMNS += ["notified twice", "of other tasks", "bad signatures"]
 CAUSES = {
     "notifier": "a notifier SIGKILL",
     "db": "a database cut",
@@ -353,7 +355,8 @@ def _report(
     # re-runs than that would mean leases expired under a live worker.
     print(
         f"re-runs after a lost lease: {counts['re-run after a lost lease']} "
-        f"(at most {2 * events['kill']} explained by the SIGKILLs)"
+        f"(at most {2 * events['kill']} explained by the SIGKILLs); tasks created whose "
+        f"answer was lost: {counts['unanswered creates']}"
     )
     causes = ", ".join(
         f"after {label} {notes[f'duplicate after {kind}']}" for kind, label in CAUSES.items()

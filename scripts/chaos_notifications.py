@@ -131,12 +131,17 @@ class Inbox:
         arrivals: defaultdict[str, list[float]] = defaultdict(list)
         for got in self.receiver.received:
             arrivals[got.headers.get("webhook-id", "")].append(got.at)
-        notified = {outbox.event_of[msg] for msg in arrivals if msg in outbox.event_of}
+        mine = [msg for msg in arrivals if outbox.event_of.get(msg) in outbox.expected]
+        notified = {outbox.event_of[msg] for msg in mine}
         counts = Counter(
             {
                 "expected": len(outbox.expected),
                 "received": len(arrivals),
                 "missing": len(outbox.expected - notified),
+                # An event under two webhook-ids: no receiver could tell it came twice.
+                "notified twice": len(mine) - len(notified),
+                # Of tasks not accepted: created, but the answer to their create was lost.
+                "of other tasks": len(arrivals) - len(mine),
                 "bad signatures": self.bad_signatures,
             }
         )
