@@ -6,6 +6,7 @@
 """
 
 import asyncio
+import contextlib
 import logging
 import os
 import signal
@@ -53,10 +54,21 @@ class Notifier:
         self._client = httpx.AsyncClient(
             timeout=settings.webhook_timeout_seconds, follow_redirects=False
         )
+        self._draining = False
+        self._attempting = asyncio.Lock()  # held while a batch is out
 
     def loops(self) -> list[Loop]:
         poll = self._settings.notifier_poll_seconds
         return [Loop("fan-out", poll, self.fan_out), Loop("deliver", poll, self.deliver)]
+
+    async def drain(self) -> None:
+        """Claim nothing more, and let the batch that is out finish and be recorded: cut
+        short, a delivery the receiver took would be sent again once its lease ran out."""
+        self._draining = True
+        bound_s = self._settings.webhook_timeout_seconds + RECORD_MARGIN_S
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(bound_s), self._attempting:
+                pass
 
     async def close(self) -> None:
         await self._client.aclose()
@@ -87,6 +99,12 @@ class Notifier:
         A batch costs three statements however large: the claim, one read of its
         recipients, one write of its outcomes (and one per webhook whose count moved).
         """
+        if self._draining:
+            return False
+        async with self._attempting:
+            return await self._deliver_batch()
+
+    async def _deliver_batch(self) -> bool:
         lease_s = self._settings.webhook_timeout_seconds + RECORD_MARGIN_S
         async with connect(self._engine) as conn:
             due = await DeliveryRepository(conn).claim_due(limit=CLAIM, lease_s=lease_s)
@@ -231,6 +249,7 @@ async def run_notifier(settings: Settings, stop: asyncio.Event | None = None) ->
     log.info("notifier running")
     try:
         await stop.wait()
+        await notifier.drain()
     finally:
         await loops.stop()
         await notifier.close()

@@ -28,9 +28,10 @@ from shared.settings import Settings
 log = logging.getLogger(__name__)
 
 CHANNEL = "taskq_events"
-# Long enough to fold a burst of transitions into one NOTIFY, short next to the 1 s the
-# stream promises.
-COALESCE_S = 0.005
+# Long enough to fold a burst of transitions into one NOTIFY (and one read by every API
+# process's hub), short next to the 1 s the stream promises. Measured, interleaved in one
+# session: a worker's drain ran at 258 and 240 tasks/s with 5 ms, 321 and 337 with 25 ms.
+COALESCE_S = 0.025
 _NOTIFY = text(f"SELECT pg_notify('{CHANNEL}', '')")
 _PENDING = "taskq_history_pending"
 

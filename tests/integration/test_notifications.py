@@ -236,6 +236,22 @@ async def test_a_database_cut_while_the_outcome_is_recorded_sends_nothing_twice(
     assert delivered["attempts"] == 1 and len(receiver.received) == 1
 
 
+async def test_a_notifier_stopped_mid_delivery_finishes_and_records_it_first(
+    admin: httpx.AsyncClient, receiver: Receiver, workers: StartWorker, notifiers: Any
+) -> None:
+    receiver.delay_s = 1.5
+    hook = await subscribe(admin, receiver.url, ["COMPLETED"])
+    await workers()
+    notifier = notifiers()
+    await create(admin, params={"duration": 0})
+
+    await wait_until(lambda: _arrived(receiver, 1), timeout_s=20, what="the attempt")
+    assert notifier.stop() == 0  # SIGTERM while the receiver is still answering
+    [delivery] = await deliveries(admin, hook["id"])
+
+    assert delivery["status"] == "delivered" and delivery["attempts"] == 1
+
+
 async def _arrived(receiver: Receiver, count: int) -> bool:
     return len(receiver.received) >= count
 

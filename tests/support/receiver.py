@@ -28,6 +28,7 @@ class Receiver:
         self.received: list[Received] = []
         self.status = 200
         self.hang = False  # True: take the request, never answer
+        self.delay_s = 0.0  # how long to take before answering
         self._server: uvicorn.Server | None = None
         self._serving: asyncio.Task[None] | None = None
 
@@ -40,6 +41,7 @@ class Receiver:
         self.received.append(Received(dict(request.headers), body))
         if self.hang:
             await asyncio.Event().wait()
+        await asyncio.sleep(self.delay_s)
         await Response(status_code=self.status)(scope, receive, send)
 
     async def start(self) -> None:
