@@ -308,7 +308,7 @@ class Bench:
                 (
                     uuid.uuid4(),
                     self.admin_id,
-                    f"bulk {rng.randrange(10_000)}",  # "bulk 42" matches 0.11 % of them
+                    f"bulk {rng.randrange(10_000)}",  # "bulk 42" matches 1.1 % of them (111 titles)
                     rng.choice(("LOW", "MEDIUM", "HIGH")),
                     status,
                     "simulate",
