@@ -78,7 +78,7 @@ class Notifier:
         async with transaction(self._engine) as conn:
             history = EventRepository(conn)
             outbox = DeliveryRepository(conn)
-            position = await outbox.lock_cursor(await history.frontier())
+            position = await outbox.lock_cursor()
             if position is None:
                 return False  # another notifier is at it
             events = await history.settled_after(position, limit=BATCH)

@@ -30,7 +30,6 @@ from sqlalchemy import (
     update,
     values,
 )
-from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from shared.db.engine import translate_unavailable
@@ -41,6 +40,11 @@ from shared.domain.notifications import DeliveryStatus
 from shared.domain.records import DeliveryRecord
 
 _PENDING = DeliveryStatus.PENDING.value
+_CURSOR = (
+    select(notifier_cursor.c.xact_id, notifier_cursor.c.event_id)
+    .where(notifier_cursor.c.id == 1)
+    .with_for_update(skip_locked=True)
+)
 _DELIVERED = DeliveryStatus.DELIVERED.value
 _OUTCOME_COLUMNS = (
     column("id", Uuid),
@@ -93,18 +97,11 @@ class DeliveryRepository:
     def __init__(self, conn: AsyncConnection) -> None:
         self._conn = conn
 
-    async def lock_cursor(self, start: StreamPosition) -> StreamPosition | None:
-        """The notifier's position, locked for this transaction; None while another
-        notifier holds it. Migration 0007 placed it; should the row be gone, `start`."""
-        first = pg_insert(notifier_cursor).values(id=1, xact_id=start[0], event_id=start[1])
-        locked = (
-            select(notifier_cursor.c.xact_id, notifier_cursor.c.event_id)
-            .where(notifier_cursor.c.id == 1)
-            .with_for_update(skip_locked=True)
-        )
+    async def lock_cursor(self) -> StreamPosition | None:
+        """The notifier's position (migration 0007 placed it), locked for this transaction;
+        None while another notifier holds it."""
         with translate_unavailable():
-            await self._conn.execute(first.on_conflict_do_nothing())
-            row = (await self._conn.execute(locked)).first()
+            row = (await self._conn.execute(_CURSOR)).first()
         return None if row is None else (int(row[0]), int(row[1]))
 
     async def advance(self, position: StreamPosition) -> None:
