@@ -10,6 +10,8 @@ import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from api.main import create_app
+from shared.db.tasks import TaskRepository
+from shared.domain import transitions as t
 from shared.domain.enums import Role
 from shared.settings import Settings
 from tests.integration.conftest import api_client
@@ -135,3 +137,22 @@ async def test_an_admin_may_cancel_a_members_task_and_the_history_says_who(
         ("PENDING", alice_id),
         ("CANCELLED", admin_id),
     ]
+
+
+async def test_the_timeline_counts_only_the_callers_finished_tasks_admins_all(
+    members: tuple[httpx.AsyncClient, httpx.AsyncClient, httpx.AsyncClient],
+    engine: AsyncEngine,
+) -> None:
+    alice, bob, admin = members
+    finished = [await create(alice), await create(alice), await create(bob)]
+    async with engine.connect() as conn:
+        repo = TaskRepository(conn, worker_id="test-worker")
+        for task_id in finished:
+            await repo.claim(task_id, lease_s=30)
+            await repo.finish(task_id, transition=t.COMPLETE, attempt=1)
+
+    async def completed(client: httpx.AsyncClient) -> int:
+        minutes = (await client.get("/api/v1/stats/timeline", params={"minutes": 2})).json()
+        return sum(minute["completed"] for minute in minutes["minutes"])
+
+    assert [await completed(c) for c in (alice, bob, admin)] == [2, 1, 3]
