@@ -35,4 +35,4 @@ chaos: $(STAMP)  ## soak under failure: TASKS (default 2000) while killing worke
 
 bench: $(STAMP)  ## throughput, latency, scale and memory against the bare design (needs wrk)
 	@command -v wrk >/dev/null || { echo "make bench needs wrk: sudo apt-get install wrk"; exit 1; }
-	$(BIN)/python -m bench.run
+	$(BIN)/python -m bench.run $(if $(PROFILE),--profile)

@@ -28,7 +28,7 @@ import httpx
 
 from api import pagination
 from api.auth import SESSION_COOKIE
-from bench import bare
+from bench import bare, profile
 from shared.db.engine import create_engine
 from shared.domain.enums import Role
 from shared.messaging.topology import topology
@@ -181,11 +181,16 @@ class Bench:
     # --- the sections ------------------------------------------------------------------------
     async def create_and_drain(self) -> None:
         await self.start_api()
+        assert self.api is not None
+        profiling = self._profile(self.api, "api-create")
         create = self.wrk("/api/v1/tasks", self.args.seconds, 32, post=True)
+        self._profiled(profiling, "api-create")
         self.results["create"] = create
         backlog = (await self.sql("SELECT count(*) AS n FROM tasks"))[0]["n"]
         self.start_workers(self.args.workers)
+        profiling = self._profile(self.workers[0], "worker-drain")
         await self.wait_all_done(backlog)
+        self._profiled(profiling, "worker-drain")
         self.stop_workers()
         span = await self.sql("SELECT min(started_at) AS a, max(completed_at) AS b FROM tasks")
         seconds = (span[0]["b"] - span[0]["a"]).total_seconds()
@@ -194,6 +199,15 @@ class Bench:
             "workers": self.args.workers,
             "per_s": backlog / seconds,
         }
+
+    def _profile(self, process: Process, name: str) -> profile.Recording | None:
+        if not self.args.profile:
+            return None
+        return profile.Recording(process.popen.pid, RESULTS.parent / f"{name}.folded")
+
+    def _profiled(self, recording: profile.Recording | None, name: str) -> None:
+        if recording is not None:
+            self.results.setdefault("profiles", {})[name] = recording.stop()
 
     async def end_to_end(self, rate_per_s: int = 50, seconds: float = 10) -> None:
         await self.truncate()
@@ -733,6 +747,8 @@ def _summary(results: Results) -> Results:
     for key in ("create", "drain", "bare"):
         if key in results:
             summary[key] = {k: v for k, v in results[key].items() if "per_s" in k}
+    if "profiles" in results:
+        summary["profiles"] = results["profiles"]
     return summary
 
 
@@ -746,6 +762,9 @@ if __name__ == "__main__":
     parser.add_argument("--seconds", type=int, default=8, help="length of each throughput run")
     parser.add_argument("--workers", type=int, default=1, help="workers for drain and latency")
     parser.add_argument("--rows", type=int, default=1_000_000, help="rows for the scale section")
+    parser.add_argument(
+        "--profile", action="store_true", help="py-spy the API's create and the worker's drain"
+    )
     parser.add_argument(
         "--only",
         type=lambda text: set(text.split(",")),

@@ -27,6 +27,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from shared.db import driver
 from shared.db.engine import translate_unavailable
 from shared.db.tables import REASON_MAX_CHARS, tasks
 from shared.db.write_path import ACTOR, NEW_TASK_FIELDS, OWNED, creation, transition
@@ -411,7 +412,10 @@ class TaskRepository:
         `reason` may be among the values; without it the transition's own is written.
         """
         actors = {"actor": self._worker_id, "actor_user": self._user_id, "owner": self._owner}
-        return await self._one_or_none(statement, {**actors, **values})
+        row = await driver.fetch_one(
+            self._conn, statement, {**actors, **values}, records_history=True
+        )
+        return None if row is None else TaskRecord.from_row(row)
 
     async def _many(self, statement: Any) -> list[TaskRecord]:
         with translate_unavailable():

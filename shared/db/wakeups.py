@@ -20,6 +20,7 @@ from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from shared.background.periodic import Loop
+from shared.db import driver
 from shared.db.engine import connect, translate_unavailable
 from shared.db.write_path import RECORDS_HISTORY
 from shared.domain.errors import DatabaseUnavailable
@@ -48,6 +49,8 @@ class Wakeups:
         event.listen(sync_engine, "after_execute", self._after_execute)
         event.listen(sync_engine, "commit", self._after_commit)
         event.listen(sync_engine, "rollback", self._after_rollback)
+        # Statements run on the driver (`shared.db.driver`) are unseen by those events.
+        driver.on_history_written(sync_engine, self._poked.set)
 
     def loop(self) -> Loop:
         return Loop("wakeups", 0, self._notify_once_poked)

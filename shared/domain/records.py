@@ -37,7 +37,7 @@ class TaskRecord:
     completed_at: datetime | None
 
     @classmethod
-    def from_row(cls, row: RowMapping) -> "TaskRecord":
+    def from_row(cls, row: Mapping[Any, Any]) -> "TaskRecord":
         values = dict(row)
         values["priority"] = TaskPriority(values["priority"])
         values["status"] = TaskStatus(values["status"])
