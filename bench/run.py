@@ -28,7 +28,7 @@ import httpx
 
 from api import pagination
 from api.auth import SESSION_COOKIE
-from bench import bare, profile
+from bench import bare, celery_peer, profile
 from shared.db.engine import create_engine
 from shared.domain.enums import Role
 from shared.messaging.topology import topology
@@ -263,6 +263,14 @@ class Bench:
         backlog = (await self.sql("SELECT count(*) AS n FROM tasks"))[0]["n"]
         drain = await bare.consume(self.dsn, self.settings.amqp_url, queue, backlog, 2)
         self.results["bare"] = {"create_per_s": per_s, "drain_per_s": drain, "tasks": backlog}
+
+    async def celery_peer(self) -> None:
+        """The issue's peer: Celery draining the bare consumer's backlog, 2 tasks in flight."""
+        await self.truncate()
+        backlog = self.results.get("bare", {}).get("tasks", 3000)
+        queue = f"{self.settings.queue_name}.celery"
+        drain = await celery_peer.drain(self.dsn, self.settings.amqp_url, queue, backlog)
+        self.results["celery"] = {"drain_per_s": drain, "tasks": backlog, "concurrency": 2}
 
     async def at_scale(self) -> None:
         rows = self.args.rows
@@ -608,6 +616,7 @@ READ_TARGETS = {
 
 def table(results: Results) -> str:
     create, drain, bare_ = results["create"], results["drain"], results["bare"]
+    celery = results["celery"]
     scale, e2e, memory = results["scale"], results["end_to_end"], results["memory"]
     waits = results["priority_wait_ms"]
     create_ratio = create["per_s"] / bare_["create_per_s"]
@@ -624,6 +633,12 @@ def table(results: Results) -> str:
         ),
         ("bare consumer (prefetch 2)", f"{bare_['drain_per_s']:.0f} tasks/s", ""),
         ("drain per worker: project / bare", f"{drain_ratio:.2f}", "≥ 1.00"),
+        (
+            "drain, Celery peer (-c 2, prefetch 1, acks_late)",
+            f"{celery['drain_per_s']:.0f} tasks/s over {celery['tasks']} tasks",
+            "",
+        ),
+        ("drain vs Celery", f"{drain['per_s'] / celery['drain_per_s']:.2f}", "≥ 1.5"),
         (f"end-to-end at {e2e['rate_per_s']} tasks/s", _latency(e2e), "≤ 10 / ≤ 50 ms"),
         (
             "wait created→started under backlog",
@@ -706,6 +721,7 @@ async def main(args: argparse.Namespace) -> None:
                 "end_to_end": bench.end_to_end,
                 "priority_backlog": bench.priority_backlog,
                 "bare_design": bench.bare_design,
+                "celery_peer": bench.celery_peer,
                 "memory": bench.memory,
                 "streams": bench.streams,
                 "notifications": bench.notifications,
@@ -736,6 +752,7 @@ async def _delete_queues(settings: Settings) -> None:
         for spec in topology(settings):
             await channel.queue_delete(spec.name)
         await channel.queue_delete(f"{settings.queue_name}.bare")
+        await channel.queue_delete(f"{settings.queue_name}.celery")
 
 
 def _summary(results: Results) -> Results:
@@ -744,7 +761,9 @@ def _summary(results: Results) -> Results:
     if "create" in results and "bare" in results:
         summary["create_ratio"] = results["create"]["per_s"] / results["bare"]["create_per_s"]
         summary["drain_ratio"] = results["drain"]["per_s"] / results["bare"]["drain_per_s"]
-    for key in ("create", "drain", "bare"):
+    if "drain" in results and "celery" in results:
+        summary["drain_vs_celery"] = results["drain"]["per_s"] / results["celery"]["drain_per_s"]
+    for key in ("create", "drain", "bare", "celery"):
         if key in results:
             summary[key] = {k: v for k, v in results[key].items() if "per_s" in k}
     if "profiles" in results:
