@@ -1,15 +1,15 @@
-"""The Celery peer: the bare design's claim and finish, run as a Celery task.
+"""The Celery peer: the service's claim and finish statements, run as a Celery task.
 
 What a team would otherwise build the service with: Celery on the same RabbitMQ, a prefork
 worker `-c 2 --prefetch-multiplier 1` with `acks_late` (two tasks in flight, acked after
-they ran, as the service's worker at prefetch 2), and a task that runs bare.CLAIM then
-bare.FINISH in PostgreSQL. `drain` fills its queue, lets a real worker process empty it,
-and measures tasks/s as the service's drain is measured.
+they ran, as the service's worker at prefetch 2), and a task that runs the service's claim
+and finish (history rows and counters included, `bench.bare.Service`) in PostgreSQL.
+`drain` fills its queue, lets a real worker process empty it, and measures tasks/s as the
+service's drain is measured.
 """
 
 import asyncio
 import os
-import re
 import signal
 import subprocess
 import sys
@@ -17,11 +17,12 @@ import tempfile
 import time
 import uuid
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 import psycopg
 from celery import Celery
-from psycopg.rows import TupleRow
+from psycopg.rows import DictRow, dict_row
 
 from bench import bare
 
@@ -39,25 +40,32 @@ app.conf.update(
 )
 
 
-def _psycopg(sql: str) -> str:
-    """bare's asyncpg statement with psycopg's placeholders (each $n appears once, in order)."""
-    return re.sub(r"\$\d+", "%s", sql)
-
-
-CLAIM, FINISH = _psycopg(bare.CLAIM), _psycopg(bare.FINISH)
+STATEMENTS = bare.Service()
 # One connection per worker process, opened by its first task: the prefork pool forks its
 # children before any task runs, so no connection is shared across a fork.
-_connection: psycopg.Connection[TupleRow] | None = None
+# Raw cursors take PostgreSQL's own $n placeholders, as the statements are written.
+_connection: psycopg.Connection[DictRow] | None = None
 
 
 def finish(task_id: str) -> None:
     """Claim and finish one task, each statement its own transaction as in bare.consume."""
     global _connection
     if _connection is None:
-        _connection = psycopg.connect(os.environ[DSN_ENV], autocommit=True)
-    row = _connection.execute(CLAIM, (uuid.UUID(task_id),)).fetchone()
+        _connection = psycopg.connect(
+            os.environ[DSN_ENV],
+            autocommit=True,
+            cursor_factory=psycopg.RawCursor,
+            row_factory=dict_row,
+        )
+    task = uuid.UUID(task_id)
+    row = _execute(_connection, STATEMENTS.claim(task))
     # As bare.consume: a task claimed already (a redelivery) finishes nothing.
-    _connection.execute(FINISH, (uuid.UUID(task_id), row[0] if row else None))
+    _execute(_connection, STATEMENTS.complete(task, row["attempts"] if row else None))
+
+
+def _execute(conn: "psycopg.Connection[DictRow]", step: tuple[str, list[Any]]) -> DictRow | None:
+    sql, arguments = step
+    return conn.execute(sql, arguments).fetchone()
 
 
 app.task(name=TASK)(finish)
@@ -69,9 +77,11 @@ async def drain(
     """Tasks per second a Celery worker finishes a backlog of `expected` tasks at."""
     conn = await asyncpg.connect(dsn)
     try:
-        ids = [await conn.fetchval(bare.INSERT) for _ in range(expected)]
+        rows = [await bare.run(conn, STATEMENTS.create()) for _ in range(expected)]
+        ids = [row["id"] for row in rows]
         await asyncio.to_thread(_publish, amqp_url, queue, ids)
-        await conn.executemany(bare.PUBLISHED, [(task_id,) for task_id in ids])
+        for row in rows:
+            await bare.run(conn, STATEMENTS.publish(row["id"], row["dispatch_generation"]))
         worker = _start_worker(dsn, amqp_url, queue)
         try:
             deadline = time.monotonic() + timeout_s

@@ -257,12 +257,17 @@ class Bench:
         self.results["priority_wait_ms"] = {r["priority"]: float(r["wait_s"]) * 1000 for r in rows}
 
     async def bare_design(self) -> None:
-        await self.truncate()
-        queue = f"{self.settings.queue_name}.bare"
-        per_s = await bare.produce(self.dsn, self.settings.amqp_url, queue, 32, self.args.seconds)
-        backlog = (await self.sql("SELECT count(*) AS n FROM tasks"))[0]["n"]
-        drain = await bare.consume(self.dsn, self.settings.amqp_url, queue, backlog, 2)
-        self.results["bare"] = {"create_per_s": per_s, "drain_per_s": drain, "tasks": backlog}
+        """The bare producer and consumer with the service's statements (the yardstick),
+        then with the minimal ones (what history rows cost the bare design)."""
+        for name, design in bare.DESIGNS.items():
+            await self.truncate()
+            queue = f"{self.settings.queue_name}.bare"
+            amqp = self.settings.amqp_url
+            per_s = await bare.produce(self.dsn, amqp, queue, 32, self.args.seconds, design)
+            backlog = (await self.sql("SELECT count(*) AS n FROM tasks"))[0]["n"]
+            drain = await bare.consume(self.dsn, amqp, queue, backlog, 2, design)
+            key = "bare" if name == "service" else f"bare_{name}"
+            self.results[key] = {"create_per_s": per_s, "drain_per_s": drain, "tasks": backlog}
 
     async def celery_peer(self) -> None:
         """The issue's peer: Celery draining the bare consumer's backlog, 2 tasks in flight."""
@@ -616,6 +621,7 @@ READ_TARGETS = {
 
 def table(results: Results) -> str:
     create, drain, bare_ = results["create"], results["drain"], results["bare"]
+    minimal = results["bare_minimal"]
     celery = results["celery"]
     scale, e2e, memory = results["scale"], results["end_to_end"], results["memory"]
     waits = results["priority_wait_ms"]
@@ -632,6 +638,11 @@ def table(results: Results) -> str:
             "",
         ),
         ("bare consumer (prefetch 2)", f"{bare_['drain_per_s']:.0f} tasks/s", ""),
+        (
+            "bare design with minimal statements (no history): create / drain",
+            f"{minimal['create_per_s']:.0f} / {minimal['drain_per_s']:.0f} tasks/s",
+            "",
+        ),
         ("drain per worker: project / bare", f"{drain_ratio:.2f}", "≥ 1.00"),
         (
             "drain, Celery peer (-c 2, prefetch 1, acks_late)",
@@ -763,7 +774,7 @@ def _summary(results: Results) -> Results:
         summary["drain_ratio"] = results["drain"]["per_s"] / results["bare"]["drain_per_s"]
     if "drain" in results and "celery" in results:
         summary["drain_vs_celery"] = results["drain"]["per_s"] / results["celery"]["drain_per_s"]
-    for key in ("create", "drain", "bare", "celery"):
+    for key in ("create", "drain", "bare", "bare_minimal", "celery"):
         if key in results:
             summary[key] = {k: v for k, v in results[key].items() if "per_s" in k}
     if "profiles" in results:

@@ -25,9 +25,6 @@ ADMIN_KEY_FILE = ROOT / ".taskq" / "admin.key"
 LOCAL_ADMIN = "admin"
 SECRET_KEY_FILE = ROOT / ".taskq" / "secret.key"
 
-# Open event streams never end by themselves: without a bound, Ctrl-C would wait forever.
-GRACEFUL_SHUTDOWN_S = 5
-
 
 async def ensure_database(database_url: str) -> None:
     url = make_url(database_url).set(drivername="postgresql")
@@ -85,8 +82,7 @@ def main() -> int:
     port = os.environ.get("PORT", "8000")
     asyncio.run(ensure_admin_key(port))
     workers = int(os.environ.get("WORKERS", "2"))
-    api = [sys.executable, "-m", "uvicorn", "api.main:app", "--host", "127.0.0.1", "--port", port]
-    api += ["--timeout-graceful-shutdown", str(GRACEFUL_SHUTDOWN_S)]
+    api = [sys.executable, "-m", "api", "--host", "127.0.0.1", "--port", port]
     children = [subprocess.Popen(api, cwd=ROOT)]
     # One notifier: webhooks and e-mails (.eml files in MAIL_OUTBOX_DIR without SMTP_HOST).
     children.append(subprocess.Popen([sys.executable, "-m", "notifier"], cwd=ROOT))

@@ -52,6 +52,21 @@ def task_fields(
     return fields
 
 
+def log_task(
+    logger: logging.Logger,
+    level: int,
+    message: str,
+    *args: object,
+    task_id: object,
+    status: str | None = None,
+    attempt: int | None = None,
+) -> None:
+    """Log a line about a task, building its fields only if the line is emitted: the hot
+    paths log two per task, and at WARNING most of them are not."""
+    if logger.isEnabledFor(level):
+        logger.log(level, message, *args, extra=task_fields(task_id, status, attempt))
+
+
 def configure_logging(settings: Settings, **process_fields: str) -> None:
     handler = logging.StreamHandler(sys.stderr)
     if settings.log_format == "json":

@@ -25,6 +25,9 @@ class Settings(BaseSettings):
     # text: readable lines (local default); json: one object per line (the images' default).
     log_format: Literal["text", "json"] = "text"
 
+    # API processes (`python -m api`, uvicorn workers): one per core to use them all.
+    # Each serves /metrics for itself alone; scrape replicas of one process for exact totals.
+    api_processes: int = Field(1, ge=1, le=64)
     # Database connections of each process, opened once and kept. A request holds one only
     # for the span of a statement, so a few serve many concurrent requests.
     db_pool_size: int = Field(20, ge=1, le=100)

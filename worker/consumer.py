@@ -29,7 +29,7 @@ from shared.domain.errors import (
     TaskNotFound,
 )
 from shared.domain.records import TaskRecord
-from shared.logs import task_fields
+from shared.logs import log_task
 from shared.messaging import messages
 from shared.messaging.messages import Dispatched
 from shared.messaging.publisher import Publisher
@@ -238,6 +238,10 @@ class Consumer:
         _say(task, "PENDING", "task %s handed back to the queue (shutdown)", task.id)
 
     async def _with_db(self, work: Callable[[TaskRepository], Awaitable[T]]) -> T:
+        try:
+            return await self._with_db_once(work)
+        except DatabaseUnavailable:
+            pass  # the retry policy below only once it is needed: it costs a call each time
         async for attempt in until_available(log, "retrying"):
             with attempt:
                 return await self._with_db_once(work)
@@ -252,7 +256,7 @@ def _say(
     task: TaskRecord, status: str | None, message: str, *args: object, level: int = logging.INFO
 ) -> None:
     """Log about a task; JSON logs carry its id, status and attempt as fields of their own."""
-    log.log(level, message, *args, extra=task_fields(task.id, status, task.attempts))
+    log_task(log, level, message, *args, task_id=task.id, status=status, attempt=task.attempts)
 
 
 async def _settle(settlement: Awaitable[object]) -> None:

@@ -189,6 +189,13 @@ class EventHub:
             if not self._started.is_set():
                 self._position = await events.frontier()
                 self._started.set()
+            elif not self._subscribers:
+                # Nobody to send to: move on without reading (and encoding) every row. A
+                # stream that subscribed during the await is owed the rows; read them.
+                frontier = await events.frontier()
+                if not self._subscribers:
+                    self._position = max(self._position, frontier)
+                    return False
             found = await events.settled_after(self._position, limit=self._batch)
         if found:
             self._fan_out(found)

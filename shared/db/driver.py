@@ -101,7 +101,12 @@ async def fetch_one(
 ) -> Mapping[Any, Any] | None:
     """The statement's one row (or None), run on the driver if `conn` autocommits, else
     through SQLAlchemy; DatabaseUnavailable if the database cannot be reached."""
-    raw = await conn.get_raw_connection()
+    sync = conn.sync_connection
+    # The pooled connection is at hand once checked out; asking for it through
+    # get_raw_connection() costs a greenlet switch, needed only to reconnect.
+    raw = sync.connection if sync is not None and not sync.invalidated else None
+    if raw is None:
+        raw = await conn.get_raw_connection()
     if not raw.dbapi_connection.autocommit:  # type: ignore[union-attr]
         return await _through_sqlalchemy(conn, statement, values)
     compiled = _compiled_once(statement)

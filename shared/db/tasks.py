@@ -133,6 +133,16 @@ _CANCEL = {
 }
 
 
+# A task's normal life, statement by statement: what the bench's bare design and its Celery
+# peer run too, so that the service is measured against the very same database work.
+HOT_PATH = {
+    "create": _CREATE,
+    "publish": _PUBLISH,
+    "claim": _CLAIM,
+    "complete": _FINISH[t.COMPLETE],
+}
+
+
 # Up to this many matching rows the list's total is exact; beyond it, an estimate.
 EXACT_COUNT_LIMIT = 1_000
 

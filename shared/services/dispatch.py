@@ -11,7 +11,7 @@ import logging
 from collections.abc import Awaitable, Callable
 
 from shared.domain.records import TaskRecord
-from shared.logs import task_fields
+from shared.logs import log_task
 from shared.messaging.publisher import Publisher
 
 log = logging.getLogger(__name__)
@@ -32,5 +32,12 @@ async def dispatch(
     await publisher.publish(task.id, task.priority, task.dispatch_generation)
     published = await mark_published(task)
     if published is not None:
-        log.info("task %s published (PENDING)", task.id, extra=task_fields(task.id, "PENDING"))
+        log_task(
+            log,
+            logging.INFO,
+            "task %s published (PENDING)",
+            task.id,
+            task_id=task.id,
+            status="PENDING",
+        )
     return published

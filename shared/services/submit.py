@@ -15,7 +15,7 @@ from shared.db.engine import connect
 from shared.db.tasks import TaskRepository
 from shared.domain.errors import BrokerUnavailable, DatabaseUnavailable, TimeoutTooLong
 from shared.domain.records import NewTask, TaskRecord
-from shared.logs import task_fields
+from shared.logs import log_task, task_fields
 from shared.messaging.publisher import Publisher
 from shared.services.dispatch import dispatch
 from shared.settings import Settings
@@ -30,7 +30,7 @@ async def submit(
     new = dataclasses.replace(new, timeout_seconds=_time_limit_s(new, settings))
     async with connect(engine) as conn:
         task = await TaskRepository(conn, user_id=new.owner_id).create(new)
-    log.info("task %s created (NEW)", task.id, extra=task_fields(task.id, "NEW"))
+    log_task(log, logging.INFO, "task %s created (NEW)", task.id, task_id=task.id, status="NEW")
 
     async def mark_published(stored: TaskRecord) -> TaskRecord:
         async with connect(engine) as conn:

@@ -85,10 +85,8 @@ def start_notifier(settings: Settings, **overrides: str) -> Process:
 
 
 def start_api(settings: Settings, port: int, **overrides: str) -> Process:
-    # As the image runs it: open event streams never end by themselves, and would hold a
-    # SIGTERMed uvicorn forever without a bound on its graceful shutdown.
-    args = [sys.executable, "-m", "uvicorn", "api.main:app", "--port", str(port)]
-    args += ["--timeout-graceful-shutdown", "5"]
+    # As the image runs it (API_PROCESSES among the overrides, if more than one).
+    args = [sys.executable, "-m", "api", "--port", str(port)]
     return Process(args, environment(settings, **overrides))
 
 
