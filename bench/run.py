@@ -58,6 +58,9 @@ NOTIFYING = {
     "NOTIFIER_POLL_SECONDS": "0.1",
 }
 Results = dict[str, Any]
+# The sections whose ratios `spread` repeats, and the tasks after which memory is sampled.
+HEADLINE = ("create", "drain", "bare", "bare_minimal", "celery")
+MEMORY_SAMPLES = (1_000, 10_000, 100_000)
 
 # The events a loaded task would have had: created, published, and for a finished one its
 # claim and its finish, in time order as the service writes them.
@@ -201,7 +204,7 @@ class Bench:
         }
 
     def _profile(self, process: Process, name: str) -> profile.Recording | None:
-        if not self.args.profile:
+        if not self.args.profile or name in self.results.get("profiles", {}):
             return None
         return profile.Recording(process.popen.pid, RESULTS.parent / f"{name}.folded")
 
@@ -522,8 +525,47 @@ class Bench:
         )
         return float(expected / max((span[0]["b"] - span[0]["a"]).total_seconds(), 1e-3))
 
+    async def api_processes(self, processes: int = 2) -> None:
+        """Create throughput with API_PROCESSES=2: what one process per core gives here."""
+        self.stop_all()
+        await self.truncate()
+        await self.start_api(API_PROCESSES=str(processes))
+        report = self.wrk("/api/v1/tasks", self.args.seconds, 32, post=True)
+        self.stop_all()
+        self.results["create_processes"] = {"processes": processes, **report}
+
+    async def drain_curve(self, backlog: int = 3000, counts: tuple[int, ...] = (1, 2, 4)) -> None:
+        """Tasks/s that 1, 2 and 4 workers drain the same backlog at."""
+        if self.api is None:
+            await self.start_api()
+        curve = {}
+        for count in counts:
+            await self.truncate()
+            await self.create_tasks([{"title": "curve", "params": {"duration": 0}}] * backlog, 32)
+            self.start_workers(count)
+            await self.wait_all_done(backlog)
+            self.stop_workers()
+            span = await self.sql("SELECT min(started_at) AS a, max(completed_at) AS b FROM tasks")
+            curve[count] = backlog / (span[0]["b"] - span[0]["a"]).total_seconds()
+        self.results["drain_curve"] = curve
+
+    async def spread(self) -> None:
+        """The headline ratios again, `--repeat` runs in all: one run's ratio is noise here."""
+        first = {key: self.results[key] for key in HEADLINE if key in self.results}
+        runs = [_ratios(first)]
+        for _ in range(self.args.repeat - 1):
+            self.stop_all()
+            await self.truncate()
+            await self.create_and_drain()
+            await self.bare_design()
+            await self.celery_peer()
+            runs.append(_ratios(self.results))
+        self.stop_all()
+        self.results.update(first)  # the table shows the first run; the spread, all
+        self.results["spread"] = runs
+
     async def memory(self) -> None:
-        """RSS of a fresh API and worker after 1k and after 10k tasks through them."""
+        """RSS of a fresh API and worker after 1k, 10k and 100k tasks through them."""
         self.stop_all()
         await self.truncate()
         await self.start_api()
@@ -531,8 +573,8 @@ class Bench:
         body = {"title": "mem", "params": {"duration": 0}}
         samples = {}
         done = 0
-        for total in (1_000, 10_000):
-            await self.create_tasks([body] * (total - done))
+        for total in MEMORY_SAMPLES:
+            await self.create_tasks([body] * (total - done), concurrency=32)
             await self.wait_all_done(total)
             done = total
             assert self.api is not None
@@ -650,6 +692,32 @@ def table(results: Results) -> str:
             "",
         ),
         ("drain vs Celery", f"{drain['per_s'] / celery['drain_per_s']:.2f}", "≥ 1.5"),
+    ]
+    spread = results.get("spread")
+    if spread:
+        rows.append(
+            (
+                f"spread over {len(spread)} runs: create / drain / vs Celery",
+                " / ".join(
+                    f"{min(r[k] for r in spread):.2f} to {max(r[k] for r in spread):.2f}"
+                    for k in ("create_ratio", "drain_ratio", "drain_vs_celery")
+                ),
+                "",
+            )
+        )
+    multi = results["create_processes"]
+    curve = results["drain_curve"]
+    rows += [
+        (
+            f"create throughput, API_PROCESSES={multi['processes']} (32 conns)",
+            f"{multi['per_s']:.0f} tasks/s ({multi['per_s'] / create['per_s']:.2f} × one process)",  # noqa: RUF001
+            "",
+        ),
+        (
+            "drain by 1 / 2 / 4 workers",
+            " / ".join(f"{curve[n]:.0f}" for n in sorted(curve)) + " tasks/s",
+            "",
+        ),
         (f"end-to-end at {e2e['rate_per_s']} tasks/s", _latency(e2e), "≤ 10 / ≤ 50 ms"),
         (
             "wait created→started under backlog",
@@ -704,10 +772,8 @@ def table(results: Results) -> str:
             ),
         ]
     for process, target in (("api", "≤ 150 MB"), ("worker", "≤ 120 MB")):
-        small, large = memory[1000][f"{process}_mb"], memory[10000][f"{process}_mb"]
-        rows.append(
-            (f"RSS after 1k / 10k tasks: {process}", f"{small:.0f} / {large:.0f} MB", target)
-        )
+        sizes = " / ".join(f"{memory[n][f'{process}_mb']:.0f}" for n in MEMORY_SAMPLES)
+        rows.append((f"RSS after 1k / 10k / 100k tasks: {process}", f"{sizes} MB", target))
     lines = ["| measure | result | target |", "|---|---|---|"]
     lines += [f"| {name} | {value} | {target} |" for name, value, target in rows]
     return "\n".join(lines)
@@ -733,9 +799,12 @@ async def main(args: argparse.Namespace) -> None:
                 "priority_backlog": bench.priority_backlog,
                 "bare_design": bench.bare_design,
                 "celery_peer": bench.celery_peer,
+                "api_processes": bench.api_processes,
+                "drain_curve": bench.drain_curve,
                 "memory": bench.memory,
                 "streams": bench.streams,
                 "notifications": bench.notifications,
+                "spread": bench.spread,
                 "at_scale": bench.at_scale,
             }
             for name, step in steps.items():
@@ -766,6 +835,15 @@ async def _delete_queues(settings: Settings) -> None:
         await channel.queue_delete(f"{settings.queue_name}.celery")
 
 
+def _ratios(results: Results) -> dict[str, float]:
+    drain = results["drain"]["per_s"]
+    return {
+        "create_ratio": results["create"]["per_s"] / results["bare"]["create_per_s"],
+        "drain_ratio": drain / results["bare"]["drain_per_s"],
+        "drain_vs_celery": drain / results["celery"]["drain_per_s"],
+    }
+
+
 def _summary(results: Results) -> Results:
     """The headline numbers of a partial run (--only)."""
     summary: Results = {}
@@ -792,6 +870,9 @@ if __name__ == "__main__":
     parser.add_argument("--seconds", type=int, default=8, help="length of each throughput run")
     parser.add_argument("--workers", type=int, default=1, help="workers for drain and latency")
     parser.add_argument("--rows", type=int, default=1_000_000, help="rows for the scale section")
+    parser.add_argument(
+        "--repeat", type=int, default=3, help="runs of the headline ratios, for their spread"
+    )
     parser.add_argument(
         "--profile", action="store_true", help="py-spy the API's create and the worker's drain"
     )
