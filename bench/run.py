@@ -468,6 +468,7 @@ class Bench:
         await self.start_api(**NOTIFYING)
         receiver = Receiver()
         await receiver.start()
+
         runs: dict[str, list[float]] = {"without": [], "with": []}
         delivered_per_s = []
         try:
@@ -475,8 +476,10 @@ class Bench:
                 runs["without"].append(await self._drain(backlog))
                 hook = await self._subscribe(receiver.url)
                 notifier = start_notifier(self.settings, **QUIET, **NOTIFYING)
+                profiling = self._profile(notifier, "notifier")
                 runs["with"].append(await self._drain(backlog))
                 delivered_per_s.append(await self._all_delivered(backlog))
+                self._profiled(profiling, "notifier")
                 notifier.stop()
                 await self._unsubscribe(hook)
         finally:
