@@ -7,7 +7,14 @@ from fastapi import APIRouter, Body, Query, Response, status
 
 from api import pagination
 from api.auth import PrincipalDep
-from api.deps import EngineDep, EventsDep, PublisherDep, RepositoryDep, SettingsDep
+from api.deps import (
+    EngineDep,
+    EventsDep,
+    PublisherDep,
+    PublishMarksDep,
+    RepositoryDep,
+    SettingsDep,
+)
 from api.errors import AUTH_ERRORS, BODY_ERRORS, ERRORS
 from api.metrics import TASKS_CREATED
 from api.schemas import (
@@ -44,6 +51,7 @@ async def create_task(
     response: Response,
     engine: EngineDep,
     publisher: PublisherDep,
+    marks: PublishMarksDep,
     settings: SettingsDep,
     principal: PrincipalDep,
 ) -> TaskOut:
@@ -58,7 +66,7 @@ async def create_task(
         max_retries=body.max_retries,
         timeout_seconds=body.timeout_seconds,
     )
-    task = await submit(engine, publisher, settings, new)
+    task = await submit(engine, publisher, marks, settings, new)
     TASKS_CREATED.labels(task.priority.value).inc()
     response.headers["Location"] = f"{router.prefix}/{task.id}"
     return TaskOut.model_validate(task)

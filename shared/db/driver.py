@@ -15,7 +15,7 @@ statement simply goes through SQLAlchemy as before.
 
 import json
 import weakref
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -101,6 +101,18 @@ async def fetch_one(
 ) -> Mapping[Any, Any] | None:
     """The statement's one row (or None), run on the driver if `conn` autocommits, else
     through SQLAlchemy; DatabaseUnavailable if the database cannot be reached."""
+    rows = await fetch_all(conn, statement, values, records_history=records_history)
+    return rows[0] if rows else None
+
+
+async def fetch_all(
+    conn: AsyncConnection,
+    statement: Statement,
+    values: Mapping[str, Any],
+    *,
+    records_history: bool = False,
+) -> Sequence[Mapping[Any, Any]]:
+    """The statement's rows, run as `fetch_one` runs it."""
     sync = conn.sync_connection
     # The pooled connection is at hand once checked out; asking for it through
     # get_raw_connection() costs a greenlet switch, needed only to reconnect.
@@ -112,17 +124,15 @@ async def fetch_one(
     compiled = _compiled_once(statement)
     driver: asyncpg.Connection = raw.driver_connection
     try:
-        row: asyncpg.Record | None = await driver.fetchrow(
-            compiled.sql, *compiled.arguments(values)
-        )
+        rows: list[asyncpg.Record] = await driver.fetch(compiled.sql, *compiled.arguments(values))
     except _UNAVAILABLE as exc:
         await conn.invalidate()  # the pool must not hand this connection out again
         raise DatabaseUnavailable() from exc
-    if records_history:
+    if records_history and rows:
         hook = _history_hooks.get(conn.sync_engine)
         if hook is not None:
             hook()
-    return row
+    return rows
 
 
 def _compiled_once(statement: Statement) -> DriverStatement:
@@ -134,6 +144,6 @@ def _compiled_once(statement: Statement) -> DriverStatement:
 
 async def _through_sqlalchemy(
     conn: AsyncConnection, statement: Statement, values: Mapping[str, Any]
-) -> Mapping[Any, Any] | None:
+) -> Sequence[Mapping[Any, Any]]:
     with translate_unavailable():
-        return (await conn.execute(statement, dict(values))).mappings().one_or_none()
+        return (await conn.execute(statement, dict(values))).mappings().all()

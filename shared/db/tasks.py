@@ -5,7 +5,7 @@ the counters in the same statement as the guarded UPDATE.
 """
 
 import uuid
-from collections.abc import Collection, Iterable
+from collections.abc import Collection, Iterable, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -30,7 +30,14 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from shared.db import driver
 from shared.db.engine import translate_unavailable
 from shared.db.tables import REASON_MAX_CHARS, tasks
-from shared.db.write_path import ACTOR, NEW_TASK_FIELDS, OWNED, creation, transition
+from shared.db.write_path import (
+    ACTOR,
+    NEW_TASK_FIELDS,
+    OWNED,
+    creation,
+    publication_of_many,
+    transition,
+)
 from shared.domain import transitions as t
 from shared.domain.enums import TaskPriority, TaskStatus
 from shared.domain.errors import TaskAlreadyFinished, TaskNotFinished, TaskNotFound, TaskRunning
@@ -47,6 +54,7 @@ _GENERATION = bindparam("generation", type_=Integer())
 # Only the dispatch whose message was confirmed may mark the task published: an older one
 # confirming late must not make a re-dispatched task PENDING without its current message.
 _PUBLISH = transition(t.PUBLISH, tasks.c.dispatch_generation == _GENERATION)
+_PUBLISH_MANY = publication_of_many()
 _CLAIM = transition(
     t.CLAIM,
     ~tasks.c.cancel_requested,
@@ -264,6 +272,19 @@ class TaskRepository:
     async def mark_published(self, task: TaskRecord) -> TaskRecord | None:
         """NEW -> PENDING, if the broker confirmed the task's current dispatch."""
         return await self._move(_PUBLISH, task_id=task.id, generation=task.dispatch_generation)
+
+    async def mark_published_many(
+        self, confirmed: Sequence[TaskRecord]
+    ) -> dict[uuid.UUID, TaskRecord]:
+        """NEW -> PENDING for each of these whose current dispatch the broker confirmed, in
+        one statement; the tasks marked, by id (one missing: a worker moved it on first)."""
+        values = {
+            "task_ids": [task.id for task in confirmed],
+            "generations": [task.dispatch_generation for task in confirmed],
+            "actor": self._worker_id,
+        }
+        rows = await driver.fetch_all(self._conn, _PUBLISH_MANY, values, records_history=True)
+        return {record.id: record for record in map(TaskRecord.from_row, rows)}
 
     async def claim(
         self, task_id: uuid.UUID, *, lease_s: float, generation: int | None = None

@@ -11,12 +11,14 @@ Statements are built once at import, with bind parameters (`task_id`, `actor`,
 than sending them. `reason` defaults to the transition's own.
 """
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from sqlalchemy import (
+    ARRAY,
     CTE,
     ColumnElement,
+    Integer,
     Select,
     String,
     Uuid,
@@ -35,7 +37,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 
 from shared.db.tables import COUNT_SHARDS, task_counts, task_events, tasks
 from shared.domain.enums import TaskStatus
-from shared.domain.transitions import CREATED_REASON, Transition
+from shared.domain.transitions import CREATED_REASON, PUBLISH, Transition
 
 # Who made the change: a worker's id (None for the API), and the user whose request it was
 # (None for workers). Not named like columns: SQLAlchemy would add an execute parameter
@@ -101,6 +103,33 @@ def transition(
     `values` are set along with the new status (or alone, for a move that keeps it).
     `reason` replaces the transition's own in the history row.
     """
+    return _transition(move, tasks.c.id == bindparam("task_id"), conditions, reason, values)
+
+
+def publication_of_many() -> Select[Any]:
+    """PUBLISH for many tasks in one statement: those of `task_ids` whose dispatch
+    `generations` (in the same order) the broker confirmed, each still NEW. Each history
+    row names the task's owner as its user: the API marks its callers' own tasks."""
+    confirmed = (
+        func.unnest(
+            bindparam("task_ids", type_=ARRAY(Uuid())),
+            bindparam("generations", type_=ARRAY(Integer())),
+        )
+        .table_valued("id", "generation")
+        .render_derived("confirmed")
+    )
+    fence = tasks.c.dispatch_generation == confirmed.c.generation
+    return _transition(PUBLISH, tasks.c.id == confirmed.c.id, (fence,), None, {}, by_owner=True)
+
+
+def _transition(
+    move: Transition,
+    which: ColumnElement[bool],
+    conditions: Sequence[ColumnElement[bool]],
+    reason: Reason,
+    values: dict[str, Any],
+    by_owner: bool = False,
+) -> Select[Any]:
     reason = reason if reason is not None else move.reason
     guard = [tasks.c.status.in_(sorted(s.value for s in move.sources)), *conditions]
     changes = {"updated_at": func.now(), **values}
@@ -110,7 +139,7 @@ def transition(
         [source] = move.sources
         changed = (
             update(tasks)
-            .where(tasks.c.id == bindparam("task_id"), *guard)
+            .where(which, *guard)
             .values(**changes)
             .returning(
                 *tasks.c,
@@ -119,7 +148,7 @@ def transition(
             )
             .cte("changed")
         )
-        return _recorded(changed, reason)
+        return _recorded(changed, reason, by_owner)
     # Several sources: the history needs the one the task was in. UPDATE ... RETURNING
     # only sees the new row, so lock and read the old status in the same statement.
     # The guard here too: a row the change may not touch (another owner's, say) is not
@@ -145,8 +174,9 @@ def transition(
     return _recorded(changed, reason)
 
 
-def _recorded(changed: CTE, reason: Reason) -> Select[Any]:
-    """The changed task's row, with its history row and counter moves written alongside."""
+def _recorded(changed: CTE, reason: Reason, by_owner: bool = False) -> Select[Any]:
+    """The changed tasks' rows, with their history rows and counter moves written alongside;
+    the history's user is `actor_user`, or with `by_owner` each task's owner."""
     event = (
         insert(task_events)
         .from_select(
@@ -158,7 +188,7 @@ def _recorded(changed: CTE, reason: Reason) -> Select[Any]:
                 changed.c.attempts,
                 ACTOR,
                 reason(changed) if callable(reason) else _reason_param(reason),
-                ACTOR_USER,
+                changed.c.owner_id if by_owner else ACTOR_USER,
             ),
         )
         .cte("event")
@@ -191,15 +221,20 @@ def _counted(changed: CTE) -> CTE:
             changed.c.owner_id,
             changed.c.from_priority.label("priority"),
             shard,
-            literal(-1),
+            literal(-1).label("n"),
         ).where(moved, changed.c.from_status.is_not(None)),
-        select(changed.c.status, changed.c.owner_id, changed.c.priority, shard, literal(1)).where(
-            moved
-        ),
+        select(
+            changed.c.status, changed.c.owner_id, changed.c.priority, shard, literal(1).label("n")
+        ).where(moved),
     ).subquery("deltas")
+    # Summed per counter row: one statement may change many tasks, and an upsert may not
+    # touch the same row twice.
+    key = (deltas.c.status, deltas.c.owner_id, deltas.c.priority, deltas.c.shard)
     upsert = pg_insert(task_counts).from_select(
         ["status", "owner_id", "priority", "shard", "n"],
-        select(deltas).order_by(deltas.c.status, deltas.c.priority),
+        select(*key, func.sum(deltas.c.n).cast(Integer))
+        .group_by(*key)
+        .order_by(deltas.c.status, deltas.c.priority),
     )
     return upsert.on_conflict_do_update(
         index_elements=["owner_id", "status", "priority", "shard"],

@@ -18,13 +18,18 @@ from shared.domain.records import NewTask, TaskRecord
 from shared.logs import log_task, task_fields
 from shared.messaging.publisher import Publisher
 from shared.services.dispatch import dispatch
+from shared.services.marks import PublishMarks
 from shared.settings import Settings
 
 log = logging.getLogger(__name__)
 
 
 async def submit(
-    engine: AsyncEngine, publisher: Publisher, settings: Settings, new: NewTask
+    engine: AsyncEngine,
+    publisher: Publisher,
+    marks: PublishMarks,
+    settings: Settings,
+    new: NewTask,
 ) -> TaskRecord:
     """Store and queue a task: PENDING once the broker confirmed it, NEW if it did not."""
     new = dataclasses.replace(new, timeout_seconds=_time_limit_s(new, settings))
@@ -33,10 +38,11 @@ async def submit(
     log_task(log, logging.INFO, "task %s created (NEW)", task.id, task_id=task.id, status="NEW")
 
     async def mark_published(stored: TaskRecord) -> TaskRecord:
+        # None: a worker got the message first and moved the task on; report that.
+        if (marked := await marks.mark(stored)) is not None:
+            return marked
         async with connect(engine) as conn:
-            repo = TaskRepository(conn, user_id=new.owner_id)
-            # None: a worker got the message first and moved the task on; report that.
-            return await repo.mark_published(stored) or await repo.get(stored.id)
+            return await TaskRepository(conn, user_id=new.owner_id).get(stored.id)
 
     try:
         return await dispatch(publisher, task, mark_published) or task
