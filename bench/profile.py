@@ -51,6 +51,8 @@ def layers(folded: Path) -> dict[str, float]:
     counts: Counter[str] = Counter()
     for line in folded.read_text().splitlines():
         stack, _, n = line.rpartition(" ")
+        if "_find_and_load" in stack:
+            continue  # the process importing its modules as it starts: not the work measured
         counts[_layer(stack.split(";"))] += int(n)
     total = sum(counts.values()) or 1
     return {name: n / total for name, n in counts.most_common()}
