@@ -476,11 +476,13 @@ class Bench:
                 runs["without"].append(await self._drain(backlog))
                 hook = await self._subscribe(receiver.url)
                 notifier = start_notifier(self.settings, **QUIET, **NOTIFYING)
-                profiling = self._profile(notifier, "notifier")
-                runs["with"].append(await self._drain(backlog))
-                delivered_per_s.append(await self._all_delivered(backlog))
-                self._profiled(profiling, "notifier")
-                notifier.stop()
+                try:  # a failed wait must not leave the notifier running
+                    profiling = self._profile(notifier, "notifier")
+                    runs["with"].append(await self._drain(backlog))
+                    delivered_per_s.append(await self._all_delivered(backlog))
+                    self._profiled(profiling, "notifier")
+                finally:
+                    notifier.stop()
                 await self._unsubscribe(hook)
         finally:
             await receiver.stop()
