@@ -3,7 +3,7 @@
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
 from api import errors
@@ -13,6 +13,7 @@ from api.dashboard import pages as dashboard
 from api.live.hub import EventHub
 from api.live.sse import ExposeTransport
 from api.metrics import MetricsMiddleware
+from api.query import single_values
 from api.routes import events, health, keys, stats, tasks, users, webhooks, workers
 from shared import __version__
 from shared.background.periodic import Loop, Supervisor
@@ -63,6 +64,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version=__version__,
         summary="Durable asynchronous tasks on PostgreSQL and a RabbitMQ priority queue",
         lifespan=lifespan,
+        dependencies=[Depends(single_values)],
     )
     app.add_middleware(BodyLimitMiddleware)
     if settings.cors_origins:

@@ -273,9 +273,9 @@ class Bench:
             self.results[key] = {"create_per_s": per_s, "drain_per_s": drain, "tasks": backlog}
 
     async def celery_peer(self) -> None:
-        """The issue's peer: Celery draining the bare consumer's backlog, 2 tasks in flight."""
+        """The issue's peer: Celery draining the worker's backlog, 2 tasks in flight."""
         await self.truncate()
-        backlog = self.results.get("bare", {}).get("tasks", 3000)
+        backlog = self.results.get("drain", {}).get("tasks", 3000)  # the worker's own
         queue = f"{self.settings.queue_name}.celery"
         drain = await celery_peer.drain(self.dsn, self.settings.amqp_url, queue, backlog)
         self.results["celery"] = {"drain_per_s": drain, "tasks": backlog, "concurrency": 2}

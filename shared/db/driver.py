@@ -34,14 +34,19 @@ from shared.domain.errors import DatabaseUnavailable
 # What can run here: queries and INSERT/UPDATE/DELETE statements, built once at import.
 Statement = Select[Any] | UpdateBase
 _DIALECT = asyncpg_dialect()  # type: ignore[no-untyped-call]
-# What asyncpg raises when the database cannot be reached or went away mid-statement; the
-# same errors SQLAlchemy's path reports as unavailable (see `engine.is_unavailable`).
+# What asyncpg raises when the database cannot be reached or went away mid-statement (a
+# cancelled query, say by statement_timeout, is an error of the statement, not this). Unlike
+# SQLAlchemy's path, only the connection that failed is dropped, not every pooled one: after
+# a database restart each stale connection fails once, as DatabaseUnavailable. Any other
+# error is asyncpg's own (a constraint, bad data), not wrapped in SQLAlchemy's DBAPIError.
 _UNAVAILABLE = (
     OSError,
     TimeoutError,
     asyncpg.PostgresConnectionError,
     asyncpg.InterfaceError,
-    asyncpg.exceptions.OperatorInterventionError,
+    asyncpg.exceptions.AdminShutdownError,
+    asyncpg.exceptions.CrashShutdownError,
+    asyncpg.exceptions.CannotConnectNowError,
 )
 
 

@@ -142,7 +142,8 @@ _CANCEL = {
 
 
 # A task's normal life, statement by statement: what the bench's bare design and its Celery
-# peer run too, so that the service is measured against the very same database work.
+# peer run too, so that the service is measured against the same database work (the API
+# marks creates published many per statement, `_PUBLISH_MANY`; the yardstick one by one).
 HOT_PATH = {
     "create": _CREATE,
     "publish": _PUBLISH,

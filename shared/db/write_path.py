@@ -207,8 +207,8 @@ def _reason_param(default: str | None) -> ColumnElement[str]:
 def _counted(changed: CTE) -> CTE:
     """Minus one on the old (status, priority), plus one on the new, on the task's shard.
 
-    Rows are locked in (status, priority) order, so two statements moving counters in
-    opposite directions cannot deadlock.
+    Rows are locked in key order, so two statements moving counters in opposite
+    directions cannot deadlock.
     """
     shard = (func.get_byte(func.uuid_send(changed.c.id), 15) % COUNT_SHARDS).label("shard")
     moved = or_(
@@ -234,7 +234,9 @@ def _counted(changed: CTE) -> CTE:
         ["status", "owner_id", "priority", "shard", "n"],
         select(*key, func.sum(deltas.c.n).cast(Integer))
         .group_by(*key)
-        .order_by(deltas.c.status, deltas.c.priority),
+        # The whole key: a statement changing many tasks locks many rows of one (status,
+        # priority), and two such statements must take them in the same order.
+        .order_by(deltas.c.status, deltas.c.priority, deltas.c.owner_id, deltas.c.shard),
     )
     return upsert.on_conflict_do_update(
         index_elements=["owner_id", "status", "priority", "shard"],

@@ -54,6 +54,11 @@ async def submit(
         # Answering 503 here would only invite the client to submit it twice.
         log.warning("task %s published but not marked PENDING: database unavailable", task.id)
         return task
+    except Exception:
+        # Stored, and queued or left for the relay: whatever went wrong after the commit,
+        # the task is accepted, and a 500 would only invite the client to submit it twice.
+        log.exception("task %s stays NEW after an error in dispatching it", task.id)
+        return task
 
 
 def _time_limit_s(new: NewTask, settings: Settings) -> int:

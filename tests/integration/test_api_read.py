@@ -166,3 +166,15 @@ async def test_totals_past_a_thousand_are_flagged_as_estimates(
     assert page["total_is_exact"] is False
     assert page["total"] > 10_000  # the planner's estimate, near 12,000
     assert (filtered["total"], filtered["total_is_exact"]) == (0, True)
+
+
+async def test_a_single_valued_parameter_given_twice_is_refused_and_lists_still_repeat(
+    client: httpx.AsyncClient,
+) -> None:
+    twice = await client.get(URL, params=[("title_prefix", "a"), ("title_prefix", "b")])
+    lists = await client.get(URL, params=[("status", "NEW"), ("status", "PENDING")])
+
+    assert twice.status_code == 422
+    [error] = twice.json()["detail"]
+    assert error["loc"] == ["query", "title_prefix"] and "given 2 times" in error["msg"]
+    assert lists.status_code == 200
