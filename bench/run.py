@@ -812,10 +812,10 @@ async def main(args: argparse.Namespace) -> None:
                 "spread": bench.spread,
                 "at_scale": bench.at_scale,
             }
-            for name, step in steps.items():
-                if args.only and name not in args.only:
+            for section, step in steps.items():
+                if args.only and section not in args.only:
                     continue
-                print(f"bench: {name} ...", file=sys.stderr, flush=True)
+                print(f"bench: {section} ...", file=sys.stderr, flush=True)
                 await step()
         finally:
             bench.stop_all()
