@@ -195,12 +195,10 @@ class Bench:
         await self.wait_all_done(backlog)
         self._profiled(profiling, "worker-drain")
         self.stop_workers()
-        span = await self.sql("SELECT min(started_at) AS a, max(completed_at) AS b FROM tasks")
-        seconds = (span[0]["b"] - span[0]["a"]).total_seconds()
         self.results["drain"] = {
             "tasks": backlog,
             "workers": self.args.workers,
-            "per_s": backlog / seconds,
+            "per_s": await self._drained_per_s(backlog),
         }
 
     def _profile(self, process: Process, name: str) -> profile.Recording | None:
@@ -494,16 +492,20 @@ class Bench:
             "ratio": statistics.median(runs["with"]) / statistics.median(runs["without"]),
         }
 
-    async def _drain(self, backlog: int) -> float:
-        """Tasks/s one worker finishes a backlog of `backlog` at."""
+    async def _drain(self, backlog: int, workers: int = 1) -> float:
+        """Tasks/s `workers` workers finish a fresh backlog of `backlog` at."""
         await self.sql("TRUNCATE tasks, task_events, task_counts, workers, deliveries")
         body = {"title": "drain", "params": {"duration": 0}}
-        await self.create_tasks([body] * backlog)
-        self.start_workers(1)
+        await self.create_tasks([body] * backlog, concurrency=32)
+        self.start_workers(workers)
         await self.wait_all_done(backlog)
         self.stop_workers()
+        return await self._drained_per_s(backlog)
+
+    async def _drained_per_s(self, tasks: int) -> float:
+        """`tasks` over the span from the first start to the last finish."""
         span = await self.sql("SELECT min(started_at) AS a, max(completed_at) AS b FROM tasks")
-        return float(backlog / (span[0]["b"] - span[0]["a"]).total_seconds())
+        return float(tasks / (span[0]["b"] - span[0]["a"]).total_seconds())
 
     async def _subscribe(self, url: str) -> str:
         async with httpx.AsyncClient(base_url=self.base_url, headers=auth(self.key)) as client:
@@ -543,16 +545,7 @@ class Bench:
         """Tasks/s that 1, 2 and 4 workers drain the same backlog at."""
         if self.api is None:
             await self.start_api()
-        curve = {}
-        for count in counts:
-            await self.truncate()
-            await self.create_tasks([{"title": "curve", "params": {"duration": 0}}] * backlog, 32)
-            self.start_workers(count)
-            await self.wait_all_done(backlog)
-            self.stop_workers()
-            span = await self.sql("SELECT min(started_at) AS a, max(completed_at) AS b FROM tasks")
-            curve[count] = backlog / (span[0]["b"] - span[0]["a"]).total_seconds()
-        self.results["drain_curve"] = curve
+        self.results["drain_curve"] = {n: await self._drain(backlog, workers=n) for n in counts}
 
     async def spread(self) -> None:
         """The headline ratios again, `--repeat` runs in all: one run's ratio is noise here."""
