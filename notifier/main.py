@@ -12,7 +12,6 @@ import os
 import signal
 import uuid
 
-import httpx
 from prometheus_client import Counter
 from sqlalchemy.ext.asyncio import AsyncEngine
 from tenacity import (
@@ -51,9 +50,7 @@ class Notifier:
     def __init__(self, engine: AsyncEngine, settings: Settings) -> None:
         self._engine = engine
         self._settings = settings
-        self._client = httpx.AsyncClient(
-            timeout=settings.webhook_timeout_seconds, follow_redirects=False
-        )
+        self._client = webhooks.session(settings, connections=CLAIM)
         self._draining = False
         self._attempting = asyncio.Lock()  # held while a batch is out
 
@@ -71,7 +68,7 @@ class Notifier:
                 pass
 
     async def close(self) -> None:
-        await self._client.aclose()
+        await self._client.close()
 
     async def fan_out(self) -> bool:
         """Deliveries for the next settled events; True if more may be waiting."""

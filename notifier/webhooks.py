@@ -5,7 +5,7 @@ import json
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-import httpx
+import aiohttp
 from standardwebhooks.webhooks import Webhook
 
 from shared import __version__
@@ -47,8 +47,27 @@ def signed_headers(secret: str, delivery: DeliveryRecord, body: str) -> dict[str
     }
 
 
+def session(settings: Settings, connections: int) -> aiohttp.ClientSession:
+    """The notifier's one HTTP client: kept-alive connections, no redirects followed, no
+    proxy from the environment, and answers left compressed (only their start is read).
+
+    aiohttp, not httpx: at 20 requests in flight httpx spent 4.5 ms of CPU per request
+    here (its pool checks every connection on every request), aiohttp 0.3 ms; on a shared
+    machine that CPU is taken from the workers' drain.
+    """
+    return aiohttp.ClientSession(
+        connector=aiohttp.TCPConnector(limit=connections),
+        timeout=aiohttp.ClientTimeout(total=settings.webhook_timeout_seconds),
+        auto_decompress=False,
+        skip_auto_headers=("Accept-Encoding",),
+    )
+
+
 async def attempt(
-    client: httpx.AsyncClient, webhook: WebhookRecord, delivery: DeliveryRecord, settings: Settings
+    client: aiohttp.ClientSession,
+    webhook: WebhookRecord,
+    delivery: DeliveryRecord,
+    settings: Settings,
 ) -> Attempt:
     """POST the delivery once: 2xx is delivered, anything else (or no answer) is not."""
     try:
@@ -59,27 +78,30 @@ async def attempt(
     body = body_of(delivery)
     headers = signed_headers(secret, delivery, body)
     try:
-        # A bound on the whole attempt: httpx's timeout is per read, and a receiver that
-        # drips its answer could otherwise hold the attempt past its lease.
+        # A bound on the whole attempt, reading included, whatever the client's own timeout
+        # covers: a receiver that drips its answer must not hold the attempt past its lease.
         async with (
             asyncio.timeout(settings.webhook_timeout_seconds),
-            client.stream("POST", webhook.url, content=body, headers=headers) as response,
+            client.post(
+                webhook.url, data=body.encode(), headers=headers, allow_redirects=False
+            ) as response,
         ):
             head = await _read_at_most(response, RESPONSE_READ_BYTES)
-    except httpx.HTTPError as exc:
+    except aiohttp.ClientError as exc:
         return Attempt(False, error=f"{type(exc).__name__}: {exc}")
     except TimeoutError:
         return Attempt(False, error=f"no answer within {settings.webhook_timeout_seconds} s")
-    if 200 <= response.status_code < 300:
-        return Attempt(True, code=response.status_code)
+    if 200 <= response.status < 300:
+        return Attempt(True, code=response.status)
     text = head.decode(errors="replace").strip()
-    return Attempt(False, code=response.status_code, error=f"HTTP {response.status_code} {text}")
+    return Attempt(False, code=response.status, error=f"HTTP {response.status} {text}")
 
 
-async def _read_at_most(response: httpx.Response, limit: int) -> bytes:
+async def _read_at_most(response: aiohttp.ClientResponse, limit: int) -> bytes:
     read = b""
-    async for chunk in response.aiter_raw():
-        read += chunk
-        if len(read) >= limit:
+    while len(read) < limit:
+        chunk = await response.content.read(limit - len(read))
+        if not chunk:
             break
-    return read[:limit]
+        read += chunk
+    return read

@@ -8,7 +8,7 @@ import logging
 from dataclasses import dataclass
 from urllib.parse import quote, urlsplit
 
-import httpx
+import aiohttp
 
 from shared.messaging.publisher import Publisher
 from shared.messaging.topology import dead_letter_queue_name
@@ -39,14 +39,16 @@ async def _unacknowledged(settings: Settings) -> int | None:
     if not base:
         return None
     vhost = quote(urlsplit(settings.amqp_url).path.lstrip("/") or "/", safe="")
-    # httpx takes the credentials in the URL as basic auth.
+    # aiohttp takes the credentials in the URL as basic auth.
     url = f"{base.rstrip('/')}/api/queues/{vhost}/{quote(settings.queue_name, safe='')}"
+    timeout = aiohttp.ClientTimeout(total=settings.publish_timeout_seconds)
     try:
-        async with httpx.AsyncClient(timeout=settings.publish_timeout_seconds) as http:
-            response = await http.get(url)
-            response.raise_for_status()
-            return int(response.json().get("messages_unacknowledged", 0))
-    except (httpx.HTTPError, ValueError) as exc:
+        async with (
+            aiohttp.ClientSession(timeout=timeout, raise_for_status=True) as http,
+            http.get(url) as response,
+        ):
+            return int((await response.json()).get("messages_unacknowledged", 0))
+    except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
         # The URL carries credentials: name the error, never the URL.
         log.warning("could not read unacknowledged messages: %s", type(exc).__name__)
         return None

@@ -145,7 +145,7 @@ async def test_a_receiver_that_is_down_gets_the_delivery_once_after_it_returns(
     await receiver.start()
     delivered = await wait_delivery(admin, hook["id"], "delivered")
 
-    assert pending["status"] == "pending" and "ConnectError" in pending["last_error"]
+    assert pending["status"] == "pending" and "ClientConnectorError" in pending["last_error"]
     assert len(receiver.received) == 1
     assert delivered["attempts"] > pending["attempts"]
 
