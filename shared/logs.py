@@ -83,11 +83,13 @@ def configure_logging(settings: Settings, **process_fields: str) -> None:
     if process_fields:
         handler.addFilter(StaticFields(**process_fields))
     logging.basicConfig(level=settings.log_level, handlers=[handler], force=True)
-    # Uvicorn set up its own handlers before importing the app: route its error and access
-    # logs through ours, so they share the format.
+    # Uvicorn set up its own handlers and levels before importing the app: route its error
+    # and access logs through ours, so they share the format, at LOG_LEVEL (with its own
+    # INFO, LOG_LEVEL=WARNING still wrote an access line per request).
     for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
         logger = logging.getLogger(name)
         logger.handlers.clear()
+        logger.setLevel(logging.NOTSET)
         logger.propagate = True
     # aio-pika and aiormq log every reconnect attempt at length; their warnings are enough.
     quiet = max(logging.WARNING, logging.getLevelName(settings.log_level))
