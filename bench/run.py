@@ -170,8 +170,12 @@ class Bench:
 
     async def create_tasks(self, bodies: list[dict[str, Any]], concurrency: int = 16) -> None:
         gate = asyncio.Semaphore(concurrency)
+        # Idle connections are dropped well before the server's keep-alive timeout (5 s,
+        # httpx's own default too): at equal timeouts a request can go out on a connection
+        # the server is closing, and fail with a ReadError.
+        limits = httpx.Limits(keepalive_expiry=1.0)
         async with httpx.AsyncClient(
-            base_url=self.base_url, timeout=30, headers=auth(self.key)
+            base_url=self.base_url, timeout=30, headers=auth(self.key), limits=limits
         ) as client:
 
             async def one(body: dict[str, Any]) -> None:
@@ -215,8 +219,12 @@ class Bench:
         self.start_workers(self.args.workers)
         await asyncio.sleep(1)  # let the workers connect before the clock starts
         count = int(rate_per_s * seconds)
+        # Idle connections are dropped well before the server's keep-alive timeout (5 s,
+        # httpx's own default too): at equal timeouts a request can go out on a connection
+        # the server is closing, and fail with a ReadError.
+        limits = httpx.Limits(keepalive_expiry=1.0)
         async with httpx.AsyncClient(
-            base_url=self.base_url, timeout=30, headers=auth(self.key)
+            base_url=self.base_url, timeout=30, headers=auth(self.key), limits=limits
         ) as client:
             started = time.monotonic()
             pending = []
@@ -468,7 +476,7 @@ class Bench:
         await receiver.start()
 
         runs: dict[str, list[float]] = {"without": [], "with": []}
-        delivered_per_s = []
+        delivered_per_s, notifier_cpu_ms, receiver_cpu_ms = [], [], []
         try:
             for _ in range(pairs):
                 runs["without"].append(await self._drain(backlog))
@@ -480,8 +488,15 @@ class Bench:
                     await self._fill(backlog)
                     await self._notifier_caught_up()
                     profiling = self._profile(notifier, "notifier")
+                    cpu_before = _cpu_s(notifier.popen.pid), time.process_time()
                     runs["with"].append(await self._run_workers(backlog))
                     delivered_per_s.append(await self._all_delivered(backlog))
+                    # Per delivery: the notifier's CPU, and this process's (the receiver,
+                    # and the bench's own polling) for comparison.
+                    notifier_cpu_ms.append(
+                        1000 * (_cpu_s(notifier.popen.pid) - cpu_before[0]) / backlog
+                    )
+                    receiver_cpu_ms.append(1000 * (time.process_time() - cpu_before[1]) / backlog)
                     self._profiled(profiling, "notifier")
                 finally:
                     notifier.stop()
@@ -493,6 +508,8 @@ class Bench:
             "drain_without_per_s": runs["without"],
             "drain_with_per_s": runs["with"],
             "delivered_per_s": delivered_per_s,
+            "notifier_cpu_ms_per_delivery": notifier_cpu_ms,
+            "bench_cpu_ms_per_delivery": receiver_cpu_ms,
             "ratio": statistics.median(runs["with"]) / statistics.median(runs["without"]),
         }
 
@@ -660,6 +677,12 @@ async def _all_open(readers: list[StreamReader]) -> bool:
 def _percentiles(values_ms: list[float]) -> Results:
     quantiles = statistics.quantiles(values_ms, n=100)
     return {"p50_ms": quantiles[49], "p99_ms": quantiles[98]}
+
+
+def _cpu_s(pid: int) -> float:
+    """User and system CPU seconds a process has used (Linux)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def _rss_mb(process: Process) -> float:
