@@ -55,7 +55,6 @@ QUIET = {"LOG_LEVEL": "WARNING"}  # measure the service, not its log volume
 NOTIFYING = {
     "SECRET_KEY": "bench-" + uuid.uuid4().hex,
     "WEBHOOK_ALLOW_PRIVATE_NETWORKS": "true",
-    "NOTIFIER_POLL_SECONDS": "0.1",
 }
 Results = dict[str, Any]
 # The sections whose ratios `spread` repeats, and the tasks after which memory is sampled.
