@@ -117,6 +117,18 @@ class Bench:
             self.api.stop()
             self.api = None
 
+    def client(self) -> httpx.AsyncClient:
+        """An admin's client of the API under test.
+
+        Idle connections are dropped well before the server's keep-alive timeout (5 s,
+        httpx's own default too): at equal timeouts a request can go out on a connection
+        the server is closing, and fail with a ReadError.
+        """
+        limits = httpx.Limits(keepalive_expiry=1.0)
+        return httpx.AsyncClient(
+            base_url=self.base_url, timeout=30, headers=auth(self.key), limits=limits
+        )
+
     # --- database ----------------------------------------------------------------------------
     async def sql(self, query: str, *args: Any) -> Any:
         conn = await asyncpg.connect(self.dsn)
@@ -169,13 +181,7 @@ class Bench:
 
     async def create_tasks(self, bodies: list[dict[str, Any]], concurrency: int = 16) -> None:
         gate = asyncio.Semaphore(concurrency)
-        # Idle connections are dropped well before the server's keep-alive timeout (5 s,
-        # httpx's own default too): at equal timeouts a request can go out on a connection
-        # the server is closing, and fail with a ReadError.
-        limits = httpx.Limits(keepalive_expiry=1.0)
-        async with httpx.AsyncClient(
-            base_url=self.base_url, timeout=30, headers=auth(self.key), limits=limits
-        ) as client:
+        async with self.client() as client:
 
             async def one(body: dict[str, Any]) -> None:
                 async with gate:
@@ -218,13 +224,7 @@ class Bench:
         self.start_workers(self.args.workers)
         await asyncio.sleep(1)  # let the workers connect before the clock starts
         count = int(rate_per_s * seconds)
-        # Idle connections are dropped well before the server's keep-alive timeout (5 s,
-        # httpx's own default too): at equal timeouts a request can go out on a connection
-        # the server is closing, and fail with a ReadError.
-        limits = httpx.Limits(keepalive_expiry=1.0)
-        async with httpx.AsyncClient(
-            base_url=self.base_url, timeout=30, headers=auth(self.key), limits=limits
-        ) as client:
+        async with self.client() as client:
             started = time.monotonic()
             pending = []
             for n in range(count):
@@ -452,7 +452,7 @@ class Bench:
         for reader in readers:
             reader.delays_ms.clear()
         count = rate_per_s * 10
-        async with httpx.AsyncClient(base_url=self.base_url, headers=auth(self.key)) as client:
+        async with self.client() as client:
             started = time.monotonic()
             posts = []
             for n in range(count):
@@ -475,7 +475,7 @@ class Bench:
         await receiver.start()
 
         runs: dict[str, list[float]] = {"without": [], "with": []}
-        delivered_per_s, notifier_cpu_ms, receiver_cpu_ms = [], [], []
+        delivered_per_s, notifier_cpu_ms, bench_cpu_ms = [], [], []
         try:
             for _ in range(pairs):
                 runs["without"].append(await self._drain(backlog))
@@ -487,15 +487,15 @@ class Bench:
                     await self._fill(backlog)
                     await self._notifier_caught_up()
                     profiling = self._profile(notifier, "notifier")
-                    cpu_before = _cpu_s(notifier.popen.pid), time.process_time()
+                    notifier_cpu_s, bench_cpu_s = _cpu_s(notifier.popen.pid), time.process_time()
                     runs["with"].append(await self._run_workers(backlog))
                     delivered_per_s.append(await self._all_delivered(backlog))
                     # Per delivery: the notifier's CPU, and this process's (the receiver,
                     # and the bench's own polling) for comparison.
-                    notifier_cpu_ms.append(
-                        1000 * (_cpu_s(notifier.popen.pid) - cpu_before[0]) / backlog
-                    )
-                    receiver_cpu_ms.append(1000 * (time.process_time() - cpu_before[1]) / backlog)
+                    notifier_cpu_s = _cpu_s(notifier.popen.pid) - notifier_cpu_s
+                    bench_cpu_s = time.process_time() - bench_cpu_s
+                    notifier_cpu_ms.append(1000 * notifier_cpu_s / backlog)
+                    bench_cpu_ms.append(1000 * bench_cpu_s / backlog)
                     self._profiled(profiling, "notifier")
                 finally:
                     notifier.stop()
@@ -508,7 +508,7 @@ class Bench:
             "drain_with_per_s": runs["with"],
             "delivered_per_s": delivered_per_s,
             "notifier_cpu_ms_per_delivery": notifier_cpu_ms,
-            "bench_cpu_ms_per_delivery": receiver_cpu_ms,
+            "bench_cpu_ms_per_delivery": bench_cpu_ms,
             "ratio": statistics.median(runs["with"]) / statistics.median(runs["without"]),
         }
 
@@ -546,7 +546,7 @@ class Bench:
         return float(tasks / (span[0]["b"] - span[0]["a"]).total_seconds())
 
     async def _subscribe(self, url: str) -> str:
-        async with httpx.AsyncClient(base_url=self.base_url, headers=auth(self.key)) as client:
+        async with self.client() as client:
             body = {"url": url, "events": ["COMPLETED"]}
             response = await client.post("/api/v1/webhooks", json=body)
             response.raise_for_status()
@@ -554,7 +554,7 @@ class Bench:
             return hook_id
 
     async def _unsubscribe(self, hook_id: str) -> None:
-        async with httpx.AsyncClient(base_url=self.base_url, headers=auth(self.key)) as client:
+        async with self.client() as client:
             (await client.delete(f"/api/v1/webhooks/{hook_id}")).raise_for_status()
 
     async def _all_delivered(self, expected: int) -> float:
