@@ -28,7 +28,7 @@ import httpx
 
 from api import pagination
 from api.auth import SESSION_COOKIE
-from bench import bare, celery_peer, profile
+from bench import bare, celery_peer, cpu, profile
 from shared.db.engine import create_engine
 from shared.domain.enums import Role
 from shared.messaging.topology import topology
@@ -97,6 +97,7 @@ class Bench:
         self.results: Results = {}
         self.key = ""  # an admin's API key, made once the database is migrated
         self.admin_id: uuid.UUID | None = None
+        self.cpu_ms_per_task: list[dict[str, float]] = []  # each drain's, by process
 
     # --- processes -------------------------------------------------------------------------
     async def start_api(self, **env: str) -> None:
@@ -476,6 +477,7 @@ class Bench:
 
         runs: dict[str, list[float]] = {"without": [], "with": []}
         delivered_per_s, notifier_cpu_ms, bench_cpu_ms = [], [], []
+        self.cpu_ms_per_task = []
         try:
             for _ in range(pairs):
                 runs["without"].append(await self._drain(backlog))
@@ -509,6 +511,8 @@ class Bench:
             "delivered_per_s": delivered_per_s,
             "notifier_cpu_ms_per_delivery": notifier_cpu_ms,
             "bench_cpu_ms_per_delivery": bench_cpu_ms,
+            # Alternating without, with: each drain's CPU per task, by process.
+            "cpu_ms_per_task": self.cpu_ms_per_task,
             "ratio": statistics.median(runs["with"]) / statistics.median(runs["without"]),
         }
 
@@ -523,8 +527,10 @@ class Bench:
         await self.create_tasks([body] * backlog, concurrency=32)
 
     async def _run_workers(self, backlog: int, workers: int = 1) -> float:
+        before = cpu.read()
         self.start_workers(workers)
         await self.wait_all_done(backlog)
+        self.cpu_ms_per_task.append(cpu.used_ms(before, cpu.read(), per=backlog))
         self.stop_workers()
         return await self._drained_per_s(backlog)
 
