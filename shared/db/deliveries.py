@@ -14,6 +14,7 @@ from datetime import timedelta
 from typing import Any
 
 from sqlalchemy import (
+    ARRAY,
     Float,
     Integer,
     Interval,
@@ -21,17 +22,16 @@ from sqlalchemy import (
     Uuid,
     bindparam,
     case,
-    cast,
     column,
     func,
     insert,
     literal_column,
     select,
     update,
-    values,
 )
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from shared.db import driver
 from shared.db.engine import translate_unavailable
 from shared.db.events import StreamPosition
 from shared.db.tables import ERROR_MAX_CHARS, deliveries, notifier_cursor
@@ -46,14 +46,6 @@ _CURSOR = (
     .with_for_update(skip_locked=True)
 )
 _DELIVERED = DeliveryStatus.DELIVERED.value
-_OUTCOME_COLUMNS = (
-    column("id", Uuid),
-    column("attempt", Integer),
-    column("status", String),
-    column("retry_s", Float),
-    column("code", Integer),
-    column("error", String),
-)
 
 
 @dataclass(frozen=True)
@@ -91,6 +83,50 @@ _CLAIM = (
     )
     .returning(*deliveries.c)
 )
+# A batch's outcomes as arrays, one element per attempt: one statement whatever its size,
+# built and prepared once (a VALUES list would be compiled anew for every batch).
+_OUTCOME = (
+    func.unnest(
+        bindparam("ids", type_=ARRAY(Uuid())),
+        bindparam("attempt_numbers", type_=ARRAY(Integer())),
+        bindparam("statuses", type_=ARRAY(String())),
+        bindparam("retry_s", type_=ARRAY(Float())),
+        bindparam("codes", type_=ARRAY(Integer())),
+        bindparam("errors", type_=ARRAY(String())),
+    )
+    .table_valued(
+        column("id", Uuid),
+        column("attempt", Integer),
+        column("status", String),
+        column("retry_s", Float),
+        column("code", Integer),
+        column("error", String),
+    )
+    .render_derived("outcome")
+)
+_SETTLE = (
+    update(deliveries)
+    .where(
+        deliveries.c.id == _OUTCOME.c.id,
+        deliveries.c.attempts == _OUTCOME.c.attempt,
+        deliveries.c.status == _PENDING,
+    )
+    .values(
+        status=_OUTCOME.c.status,
+        leased_until=None,
+        last_response_code=_OUTCOME.c.code,
+        last_error=_OUTCOME.c.error,
+        delivered_at=case((_OUTCOME.c.status == _DELIVERED, func.now()), else_=None),
+        next_attempt_at=case(
+            (
+                _OUTCOME.c.retry_s.is_not(None),
+                func.now() + _OUTCOME.c.retry_s * literal_column("interval '1 second'"),
+            ),
+            else_=deliveries.c.next_attempt_at,
+        ),
+    )
+    .returning(deliveries.c.id)
+)
 
 
 class DeliveryRepository:
@@ -123,9 +159,7 @@ class DeliveryRepository:
     async def claim_due(self, *, limit: int, lease_s: float) -> list[DeliveryRecord]:
         """Due deliveries for this notifier to attempt now, each counted as an attempt."""
         values = {"limit": limit, "lease": timedelta(seconds=lease_s)}
-        with translate_unavailable():
-            rows = (await self._conn.execute(_CLAIM, values)).mappings().all()
-        return [DeliveryRecord(**row) for row in rows]
+        return [DeliveryRecord(**row) for row in await driver.fetch_all(self._conn, _CLAIM, values)]
 
     async def settle(self, outcomes: Sequence[Outcome]) -> set[uuid.UUID]:
         """Record attempts' outcomes, all in one statement: delivered, failed, or (PENDING)
@@ -133,45 +167,18 @@ class DeliveryRepository:
         overtaken by another (its lease ran out meanwhile)."""
         if not outcomes:
             return set()
-        rows = [
-            (
-                o.delivery.id,
-                o.delivery.attempts,
-                o.status.value,
-                None if o.retry_in is None else o.retry_in.total_seconds(),
-                o.code,
-                o.error[:ERROR_MAX_CHARS] if o.error else None,
-            )
-            for o in outcomes
-        ]
-        given = values(*_OUTCOME_COLUMNS, name="outcome").data(rows)
-        # Cast: the driver sends VALUES' parameters untyped, so PostgreSQL takes them as text.
-        typed = {c.name: cast(given.c[c.name], c.type) for c in _OUTCOME_COLUMNS}
-        statement = (
-            update(deliveries)
-            .where(
-                deliveries.c.id == typed["id"],
-                deliveries.c.attempts == typed["attempt"],
-                deliveries.c.status == _PENDING,
-            )
-            .values(
-                status=typed["status"],
-                leased_until=None,
-                last_response_code=typed["code"],
-                last_error=typed["error"],
-                delivered_at=case((typed["status"] == _DELIVERED, func.now()), else_=None),
-                next_attempt_at=case(
-                    (
-                        typed["retry_s"].is_not(None),
-                        func.now() + typed["retry_s"] * literal_column("interval '1 second'"),
-                    ),
-                    else_=deliveries.c.next_attempt_at,
-                ),
-            )
-            .returning(deliveries.c.id)
-        )
-        with translate_unavailable():
-            return set((await self._conn.execute(statement)).scalars().all())
+        values = {
+            "ids": [o.delivery.id for o in outcomes],
+            "attempt_numbers": [o.delivery.attempts for o in outcomes],
+            "statuses": [o.status.value for o in outcomes],
+            "retry_s": [
+                None if o.retry_in is None else o.retry_in.total_seconds() for o in outcomes
+            ],
+            "codes": [o.code for o in outcomes],
+            "errors": [o.error[:ERROR_MAX_CHARS] if o.error else None for o in outcomes],
+        }
+        rows = await driver.fetch_all(self._conn, _SETTLE, values)
+        return {row["id"] for row in rows}
 
     async def of_webhook(self, webhook_id: uuid.UUID, *, limit: int) -> list[DeliveryRecord]:
         statement = (

@@ -4,10 +4,11 @@ import uuid
 from collections.abc import Collection
 from typing import Any
 
-from sqlalchemy import bindparam, func, insert, select, update
+from sqlalchemy import ARRAY, Uuid, any_, bindparam, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from shared.db import driver
 from shared.db.engine import translate_unavailable
 from shared.db.tables import users
 from shared.domain.enums import Role, TaskStatus
@@ -16,6 +17,8 @@ from shared.domain.records import UserRecord
 
 _BY_ID = select(users).where(users.c.id == bindparam("user_id"))
 _BY_NAME = select(users).where(users.c.name == bindparam("name"))
+# The notifier reads each batch's recipients: one statement whatever their number.
+_BY_IDS = select(users).where(users.c.id == any_(bindparam("ids", type_=ARRAY(Uuid()))))
 # Every active admin, locked: two admins demoting each other at once must not both win.
 _ACTIVE_ADMINS = (
     select(users.c.id)
@@ -114,9 +117,7 @@ class UserRepository:
     async def by_ids(self, user_ids: Collection[uuid.UUID]) -> dict[uuid.UUID, UserRecord]:
         if not user_ids:
             return {}
-        statement = select(users).where(users.c.id.in_(list(user_ids)))
-        with translate_unavailable():
-            rows = (await self._conn.execute(statement)).mappings().all()
+        rows = await driver.fetch_all(self._conn, _BY_IDS, {"ids": list(user_ids)})
         return {row["id"]: UserRecord.from_row(row) for row in rows}
 
     async def email_recipients(self) -> list[UserRecord]:

@@ -6,7 +6,10 @@ from collections.abc import Collection, Sequence
 from typing import Any
 
 from sqlalchemy import (
+    ARRAY,
     ColumnElement,
+    Uuid,
+    any_,
     bindparam,
     case,
     delete,
@@ -19,6 +22,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from shared.db import driver
 from shared.db.engine import translate_unavailable
 from shared.db.tables import users, webhooks
 from shared.domain.enums import Role, TaskStatus
@@ -26,6 +30,8 @@ from shared.domain.errors import WebhookNotFound
 from shared.domain.records import WebhookRecord
 
 SALT_BYTES = 16
+# The notifier reads each batch's subscriptions: one statement whatever their number.
+_BY_IDS = select(webhooks).where(webhooks.c.id == any_(bindparam("ids", type_=ARRAY(Uuid()))))
 
 
 class WebhookRepository:
@@ -104,9 +110,7 @@ class WebhookRepository:
     async def by_ids(self, webhook_ids: Collection[uuid.UUID]) -> dict[uuid.UUID, WebhookRecord]:
         if not webhook_ids:
             return {}
-        statement = select(webhooks).where(webhooks.c.id.in_(list(webhook_ids)))
-        with translate_unavailable():
-            rows = (await self._conn.execute(statement)).mappings().all()
+        rows = await driver.fetch_all(self._conn, _BY_IDS, {"ids": list(webhook_ids)})
         return {row["id"]: WebhookRecord.from_row(row) for row in rows}
 
     async def note_outcomes(

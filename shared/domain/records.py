@@ -152,7 +152,7 @@ class UserRecord:
     notify_email: list[TaskStatus]
 
     @classmethod
-    def from_row(cls, row: RowMapping) -> "UserRecord":
+    def from_row(cls, row: Mapping[Any, Any]) -> "UserRecord":
         statuses = [TaskStatus(status) for status in row["notify_email"]]
         return cls(**{**dict(row), "role": Role(row["role"]), "notify_email": statuses})
 
