@@ -137,6 +137,10 @@ class WebhookRepository:
             }
         )
         statement = update(webhooks).where(webhooks.c.id == webhook_id).values(**values)
+        if reset and failures == 0:
+            # Deliveries went out and none failed since: usually the count is 0 already,
+            # and a row left alone is neither rewritten nor locked against other notifiers.
+            statement = statement.where(webhooks.c.consecutive_failures != 0)
         with translate_unavailable():
             await self._conn.execute(statement)
 

@@ -174,6 +174,26 @@ async def test_a_receiver_answering_500_is_retried_with_growing_gaps_then_given_
     assert disabled["disabled_reason"] == "1 deliveries in a row failed"
 
 
+async def test_a_delivery_after_a_failed_one_starts_the_count_of_failures_in_a_row_afresh(
+    admin: httpx.AsyncClient, receiver: Receiver, workers: StartWorker, notifiers: Any
+) -> None:
+    receiver.status = 500
+    hook = await subscribe(admin, receiver.url, ["COMPLETED"])
+    await workers()
+    notifiers(WEBHOOK_DISABLE_AFTER_FAILURES="2")
+    await create(admin, params={"duration": 0})
+    await wait_delivery(admin, hook["id"], "failed")
+    counted = (await admin.get(f"{HOOKS}/{hook['id']}")).json()
+
+    receiver.status = 200
+    await create(admin, params={"duration": 0})
+    await wait_delivery(admin, hook["id"], "delivered")
+
+    after = (await admin.get(f"{HOOKS}/{hook['id']}")).json()
+    assert counted["consecutive_failures"] == 1 and counted["enabled"] is True
+    assert after["consecutive_failures"] == 0 and after["enabled"] is True
+
+
 async def test_a_notifier_killed_mid_delivery_delivers_after_restart_with_the_same_webhook_id(
     admin: httpx.AsyncClient, receiver: Receiver, workers: StartWorker, notifiers: Any
 ) -> None:
