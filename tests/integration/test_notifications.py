@@ -314,6 +314,23 @@ async def test_urls_that_reach_loopback_are_refused_without_the_setting(
     assert "not public" in response.json()["detail"][0]["msg"]
 
 
+async def test_a_notifier_without_the_setting_sends_nothing_to_loopback_by_name_or_address(
+    admin: httpx.AsyncClient, receiver: Receiver, workers: StartWorker, notifiers: Any
+) -> None:
+    # Subscribed while the API allowed private networks; the notifier does not.
+    by_address = await subscribe(admin, receiver.url, ["COMPLETED"])
+    by_name = await subscribe(admin, receiver.url.replace("127.0.0.1", "localhost"), ["COMPLETED"])
+    await workers()
+    notifiers(WEBHOOK_ALLOW_PRIVATE_NETWORKS="false")
+    await create(admin, params={"duration": 0})
+
+    refused = [await wait_delivery(admin, h["id"], "failed") for h in (by_address, by_name)]
+
+    assert receiver.received == []
+    for delivery in refused:
+        assert "which is not public" in delivery["last_error"], delivery
+
+
 async def test_only_http_and_https_urls_are_accepted(admin: httpx.AsyncClient) -> None:
     for url in ("ftp://127.0.0.1/x", "file:///etc/passwd", "gopher://127.0.0.1/"):
         response = await admin.post(HOOKS, json={"url": url, "events": ["COMPLETED"]})
