@@ -25,8 +25,9 @@ from notifier import mail, webhooks
 from notifier.planning import plan, wanted_statuses
 from notifier.webhooks import Attempt
 from shared.background.periodic import Loop, Supervisor
+from shared.db import driver
 from shared.db.deliveries import DeliveryRepository, Outcome
-from shared.db.engine import connect, create_engine, transaction
+from shared.db.engine import connect, create_engine
 from shared.db.events import EventRepository
 from shared.db.tasks import TaskRepository
 from shared.db.users import UserRepository
@@ -72,7 +73,7 @@ class Notifier:
 
     async def fan_out(self) -> bool:
         """Deliveries for the next settled events; True if more may be waiting."""
-        async with transaction(self._engine) as conn:
+        async with connect(self._engine) as conn, driver.transaction(conn):
             history = EventRepository(conn)
             outbox = DeliveryRepository(conn)
             position = await outbox.lock_cursor()
@@ -167,7 +168,7 @@ class Notifier:
             _log_outcome(outcome)
 
     async def _write(self, outcomes: list[Outcome]) -> None:
-        async with transaction(self._engine) as conn:
+        async with connect(self._engine) as conn, driver.transaction(conn):
             settled = await DeliveryRepository(conn).settle(outcomes)
             repository = WebhookRepository(conn)
             for webhook_id, (reset, failures) in _ended_per_webhook(outcomes, settled).items():

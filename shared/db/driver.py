@@ -10,16 +10,20 @@ once per connection and keeps it in its statement cache).
 
 Only on a connection that autocommits: inside a transaction SQLAlchemy sends BEGIN lazily,
 before its own first statement, so one sent past it would commit on its own. There the
-statement simply goes through SQLAlchemy as before.
+statement simply goes through SQLAlchemy as before. Hot multi-statement work instead opens
+its transaction on the driver (`transaction`), where both kinds of statement run inside it.
 """
 
+import asyncio
 import json
 import weakref
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
 import asyncpg
+from asyncpg.transaction import Transaction
 from sqlalchemy import Select
 from sqlalchemy.dialects.postgresql.asyncpg import dialect as asyncpg_dialect
 from sqlalchemy.engine import Engine
@@ -118,16 +122,10 @@ async def fetch_all(
     records_history: bool = False,
 ) -> Sequence[Mapping[Any, Any]]:
     """The statement's rows, run as `fetch_one` runs it."""
-    sync = conn.sync_connection
-    # The pooled connection is at hand once checked out; asking for it through
-    # get_raw_connection() costs a greenlet switch, needed only to reconnect.
-    raw = sync.connection if sync is not None and not sync.invalidated else None
-    if raw is None:
-        raw = await conn.get_raw_connection()
-    if not raw.dbapi_connection.autocommit:  # type: ignore[union-attr]
+    driver = await _driver_of(conn)
+    if driver is None:
         return await _through_sqlalchemy(conn, statement, values)
     compiled = _compiled_once(statement)
-    driver: asyncpg.Connection = raw.driver_connection
     try:
         rows: list[asyncpg.Record] = await driver.fetch(compiled.sql, *compiled.arguments(values))
     except _UNAVAILABLE as exc:
@@ -138,6 +136,62 @@ async def fetch_all(
         if hook is not None:
             hook()
     return rows
+
+
+@asynccontextmanager
+async def transaction(conn: AsyncConnection) -> AsyncIterator[AsyncConnection]:
+    """One READ COMMITTED transaction begun on the driver, on a connection that otherwise
+    autocommits: the statements `fetch_*` are given inside it run on asyncpg, and any that
+    go through SQLAlchemy run inside it too (autocommitting, SQLAlchemy sends no BEGIN)."""
+    driver = await _driver_of(conn)
+    if driver is None:
+        raise RuntimeError("driver.transaction needs a connection that autocommits")
+    async with _unavailable_translated(conn):
+        steps = driver.transaction()  # raises at once if the connection was closed
+        await steps.start()
+    try:
+        yield conn
+    except BaseException:
+        await _roll_back(conn, steps)
+        raise
+    async with _unavailable_translated(conn):
+        await steps.commit()
+
+
+async def _roll_back(conn: AsyncConnection, steps: Transaction) -> None:
+    """Best effort: the caller sees the error that ended the transaction. A connection
+    that cannot roll back (gone, still busy with a cancelled statement, or cancelled
+    again) is dropped: back in the pool mid-transaction, its next user would join it."""
+    try:
+        await steps.rollback()
+    except asyncio.CancelledError:
+        await conn.invalidate()
+        raise
+    except Exception:
+        await conn.invalidate()
+
+
+@asynccontextmanager
+async def _unavailable_translated(conn: AsyncConnection) -> AsyncIterator[None]:
+    try:
+        yield
+    except _UNAVAILABLE as exc:
+        await conn.invalidate()  # the pool must not hand this connection out again
+        raise DatabaseUnavailable() from exc
+
+
+async def _driver_of(conn: AsyncConnection) -> asyncpg.Connection | None:
+    """The asyncpg connection under `conn`, if it autocommits (else None)."""
+    sync = conn.sync_connection
+    # The pooled connection is at hand once checked out; asking for it through
+    # get_raw_connection() costs a greenlet switch, needed only to reconnect.
+    raw = sync.connection if sync is not None and not sync.invalidated else None
+    if raw is None:
+        raw = await conn.get_raw_connection()
+    if not raw.dbapi_connection.autocommit:  # type: ignore[union-attr]
+        return None
+    driver: asyncpg.Connection = raw.driver_connection
+    return driver
 
 
 def _compiled_once(statement: Statement) -> DriverStatement:

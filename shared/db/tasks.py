@@ -10,12 +10,15 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import (
+    ARRAY,
     ColumnElement,
     Integer,
     Interval,
     Select,
     String,
     Text,
+    Uuid,
+    any_,
     bindparam,
     func,
     literal,
@@ -50,6 +53,8 @@ _FENCED = tasks.c.attempts == bindparam("attempt")
 _ERROR = bindparam("error", type_=Text())
 _CREATE = creation()
 _GET = select(tasks).where(tasks.c.id == bindparam("task_id"), OWNED)
+# The notifier reads the tasks of a batch of events: one statement whatever their number.
+_MANY = select(tasks).where(tasks.c.id == any_(bindparam("task_ids", type_=ARRAY(Uuid()))), OWNED)
 _GENERATION = bindparam("generation", type_=Integer())
 # Only the dispatch whose message was confirmed may mark the task published: an older one
 # confirming late must not make a re-dispatched task PENDING without its current message.
@@ -196,10 +201,9 @@ class TaskRepository:
         """These tasks (those within this repository's scope), by id."""
         if not task_ids:
             return {}
-        statement = select(tasks).where(tasks.c.id.in_(list(task_ids)))
-        if self._owner is not None:
-            statement = statement.where(tasks.c.owner_id == self._owner)
-        return {task.id: task for task in await self._many(statement)}
+        values = {"task_ids": list(task_ids), "owner": self._owner}
+        rows = await driver.fetch_all(self._conn, _MANY, values)
+        return {row["id"]: TaskRecord.from_row(row) for row in rows}
 
     async def list_page(
         self,
