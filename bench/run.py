@@ -467,7 +467,7 @@ class Bench:
         delays = sorted(d for reader in readers for d in reader.delays_ms)
         return {"latency_events": len(delays), **_percentiles(delays)}
 
-    async def notifications(self, backlog: int = 3000, pairs: int = 2) -> None:
+    async def notifications(self, backlog: int = 3000, pairs: int = 4) -> None:
         """A worker's drain with a webhook subscription on every task (and a notifier
         delivering them to a receiver here) against the same drain without, alternated."""
         self.stop_all()
