@@ -15,7 +15,7 @@ from shared.db.tasks import TaskRepository
 from shared.db.users import UserRepository
 from shared.db.workers import WorkerRepository
 from shared.messaging.publisher import Publisher
-from shared.services.marks import PublishMarks
+from shared.services.submit import Submitter
 from shared.settings import Settings
 
 
@@ -36,9 +36,9 @@ async def get_publisher(request: Request) -> Publisher:
     return publisher
 
 
-async def get_publish_marks(request: Request) -> PublishMarks:
-    marks: PublishMarks = request.app.state.publish_marks
-    return marks
+async def get_submitter(request: Request) -> Submitter:
+    submitter: Submitter = request.app.state.submitter
+    return submitter
 
 
 async def get_connection(
@@ -83,7 +83,7 @@ async def get_keys(conn: ConnectionDep) -> KeyRepository:
 EngineDep = Annotated[AsyncEngine, Depends(get_engine)]
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 PublisherDep = Annotated[Publisher, Depends(get_publisher)]
-PublishMarksDep = Annotated[PublishMarks, Depends(get_publish_marks)]
+SubmitterDep = Annotated[Submitter, Depends(get_submitter)]
 RepositoryDep = Annotated[TaskRepository, Depends(get_repository)]
 EventsDep = Annotated[EventRepository, Depends(get_events)]
 WorkersDep = Annotated[WorkerRepository, Depends(get_workers)]

@@ -23,6 +23,7 @@ from shared.db.wakeups import Wakeups
 from shared.logs import configure_logging
 from shared.messaging.publisher import Publisher
 from shared.services.marks import PublishMarks
+from shared.services.submit import Submitter
 from shared.settings import Settings, get_settings
 
 # Old sessions are deleted now and then; nothing depends on how soon.
@@ -38,7 +39,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.settings = settings
         app.state.engine = create_engine(settings)
         app.state.publisher = Publisher(settings)
-        app.state.publish_marks = PublishMarks(app.state.engine)
+        app.state.submitter = Submitter(
+            app.state.engine, app.state.publisher, PublishMarks(app.state.engine), settings
+        )
         app.state.key_cache = PrincipalCache(settings.auth_cache_seconds)
         app.state.session_cache = PrincipalCache(settings.auth_cache_seconds)
         app.state.event_hub = EventHub(app.state.engine, settings)

@@ -17,6 +17,8 @@ _MANY = (list, set, tuple, frozenset)
 
 async def single_values(request: Request) -> None:
     """An app-wide dependency: reject a scalar query parameter given more than once."""
+    if not request.scope.get("query_string"):
+        return  # nothing repeated; most requests (every create) have no query at all
     dependant = getattr(request.scope.get("route"), "dependant", None)
     if dependant is None:
         return

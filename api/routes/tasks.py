@@ -7,14 +7,7 @@ from fastapi import APIRouter, Body, Query, Response, status
 
 from api import pagination
 from api.auth import PrincipalDep
-from api.deps import (
-    EngineDep,
-    EventsDep,
-    PublisherDep,
-    PublishMarksDep,
-    RepositoryDep,
-    SettingsDep,
-)
+from api.deps import EventsDep, PublisherDep, RepositoryDep, SubmitterDep
 from api.errors import AUTH_ERRORS, BODY_ERRORS, ERRORS
 from api.metrics import TASKS_CREATED
 from api.schemas import (
@@ -32,7 +25,6 @@ from shared.db.tables import TITLE_MAX_CHARS
 from shared.domain.enums import TaskPriority, TaskStatus
 from shared.domain.records import NewTask
 from shared.services.changes import change_task, rerun_task
-from shared.services.submit import submit
 
 router = APIRouter(prefix="/api/v1/tasks", tags=["tasks"], responses=AUTH_ERRORS)
 
@@ -49,10 +41,7 @@ NOT_FOUND: dict[int | str, dict[str, Any]] = {
 async def create_task(
     body: TaskCreate,
     response: Response,
-    engine: EngineDep,
-    publisher: PublisherDep,
-    marks: PublishMarksDep,
-    settings: SettingsDep,
+    submitter: SubmitterDep,
     principal: PrincipalDep,
 ) -> TaskOut:
     """Store a task and queue it. Status PENDING once queued, NEW if the broker is unreachable."""
@@ -66,7 +55,7 @@ async def create_task(
         max_retries=body.max_retries,
         timeout_seconds=body.timeout_seconds,
     )
-    task = await submit(engine, publisher, marks, settings, new)
+    task = await submitter.submit(new)
     TASKS_CREATED.labels(task.priority.value).inc()
     response.headers["Location"] = f"{router.prefix}/{task.id}"
     return TaskOut.model_validate(task)
