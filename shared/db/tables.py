@@ -303,6 +303,8 @@ deliveries = Table(
     Column("last_error", String(ERROR_MAX_CHARS), nullable=True),
     Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     Column("delivered_at", DateTime(timezone=True), nullable=True),
+    # Room on each page for a claim's new row version: a HOT update (migration 0008).
+    postgresql_with={"fillfactor": 50},
 )
 # The notifier's scan for what is due: pending rows only, by when.
 Index(

@@ -7,7 +7,7 @@ from collections.abc import Iterator
 import asyncpg
 import pytest
 
-from shared.db.tables import LEGACY_USER_ID
+from shared.db.tables import LEGACY_USER_ID, metadata
 from tests.support.databases import alembic, create_database, drop_database, plain_dsn
 from tests.support.services import Services
 
@@ -75,3 +75,28 @@ async def test_existing_tasks_get_the_legacy_owner_and_survive_down_and_up_again
     assert legacy["name"] == "legacy" and legacy["disabled_at"] is not None
     assert counted == counts_down == 6
     assert after_down == after_up == 6
+
+
+async def test_every_table_is_migrated_with_the_storage_options_its_model_declares(
+    empty_database: str,
+) -> None:
+    # `alembic check` compares columns and indexes, not table options such as fillfactor.
+    await asyncio.to_thread(alembic, empty_database, "upgrade", "head")
+    conn = await asyncpg.connect(plain_dsn(empty_database))
+    try:
+        rows = await conn.fetch(
+            "SELECT relname, reloptions FROM pg_class "
+            "WHERE relkind = 'r' AND relnamespace = 'public'::regnamespace"
+        )
+    finally:
+        await conn.close()
+
+    migrated = {row["relname"]: sorted(row["reloptions"] or []) for row in rows}
+    declared = {
+        name: sorted(f"{k}={v}" for k, v in table.dialect_options["postgresql"]["with"].items())
+        if table.dialect_options["postgresql"]["with"]
+        else []
+        for name, table in metadata.tables.items()
+    }
+    assert {name: migrated.get(name) for name in declared} == declared
+    assert declared["deliveries"] == ["fillfactor=50"]
