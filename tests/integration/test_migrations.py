@@ -93,9 +93,9 @@ async def test_every_table_is_migrated_with_the_storage_options_its_model_declar
 
     migrated = {row["relname"]: sorted(row["reloptions"] or []) for row in rows}
     declared = {
-        name: sorted(f"{k}={v}" for k, v in table.dialect_options["postgresql"]["with"].items())
-        if table.dialect_options["postgresql"]["with"]
-        else []
+        name: sorted(
+            f"{k}={v}" for k, v in (table.dialect_options["postgresql"]["with"] or {}).items()
+        )
         for name, table in metadata.tables.items()
     }
     assert {name: migrated.get(name) for name in declared} == declared
