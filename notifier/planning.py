@@ -31,7 +31,9 @@ def plan(
     tasks: Mapping[uuid.UUID, TaskRecord],
 ) -> list[dict[str, Any]]:
     """One delivery row per (event, subscription that wants it) and (event, owner who
-    wants e-mail about it). An event of a task that is gone makes none."""
+    wants e-mail about it). An event of a task that is gone makes none. Every row has
+    both recipient columns: the rows are stored by one statement, which takes the columns
+    of the first for all of them."""
     rows = []
     for event in events:
         task = tasks.get(event.task_id)
@@ -39,6 +41,8 @@ def plan(
             continue
         status = TaskStatus(event.to_status)
         common = {
+            "webhook_id": None,
+            "user_id": None,
             "event_id": event.id,
             "task_id": event.task_id,
             "event_type": event_type(status),

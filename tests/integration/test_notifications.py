@@ -474,3 +474,27 @@ async def test_email_notifications_need_an_email_address(admin: httpx.AsyncClien
 
     assert refused.status_code == 409 and "email address" in refused.json()["detail"]
     assert off.status_code == 200
+
+
+async def test_one_event_wanted_by_a_webhook_and_by_email_is_delivered_to_both(
+    eve: httpx.AsyncClient,
+    receiver: Receiver,
+    workers: StartWorker,
+    notifiers: Any,
+    tmp_path: Path,
+) -> None:
+    # Eve's own subscription and her e-mail choice: one fan-out makes a webhook row and an
+    # e-mail row for the same event, stored by one statement.
+    hook = await subscribe(eve, receiver.url, ["COMPLETED"])
+    await workers()
+    notifiers(MAIL_OUTBOX_DIR=str(tmp_path))
+    await create(eve, title="mail me", params={"duration": 0})
+
+    async def written() -> list[Path]:
+        return await asyncio.to_thread(lambda: list(tmp_path.glob("*.eml")))
+
+    delivered = await wait_delivery(eve, hook["id"], "delivered")
+    [path] = await wait_until(written, timeout_s=20, what="an .eml file")
+
+    assert delivered["attempts"] == 1 and len(receiver.received) == 1
+    assert path.stat().st_size > 0
