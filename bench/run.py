@@ -527,12 +527,19 @@ class Bench:
         await self.create_tasks([body] * backlog, concurrency=32)
 
     async def _run_workers(self, backlog: int, workers: int = 1) -> float:
-        before = cpu.read()
+        before, wal_before = cpu.read(), await self._wal_position()
         self.start_workers(workers)
         await self.wait_all_done(backlog)
-        self.cpu_ms_per_task.append(cpu.used_ms(before, cpu.read(), per=backlog))
+        used = cpu.used_ms(before, cpu.read(), per=backlog)
+        # WAL is what every commit waits to flush: its volume is shared latency too.
+        used["wal_kb"] = round((await self._wal_position() - wal_before) / 1024 / backlog, 2)
+        self.cpu_ms_per_task.append(used)
         self.stop_workers()
         return await self._drained_per_s(backlog)
+
+    async def _wal_position(self) -> int:
+        rows = await self.sql("SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), '0/0')::bigint AS at")
+        return int(rows[0]["at"])
 
     async def _notifier_caught_up(self) -> None:
         """Until the notifier has read past every history row there is: it is up."""
