@@ -1,8 +1,10 @@
 """The notifier process: two supervised loops until SIGTERM/SIGINT.
 
 - fan-out: reads settled history past its cursor and makes the deliveries it calls for,
-  in one transaction with moving the cursor (one notifier at a time does this);
-- deliver: claims due deliveries (any number of notifiers at once) and attempts them.
+  in one transaction with moving the cursor (one notifier at a time does this), then
+  makes the first attempt of those it lined up for itself as it stored them;
+- deliver: claims due deliveries (any number of notifiers at once) and attempts them:
+  retries, the rest of a large fan-out, and those of a notifier that died.
 """
 
 import asyncio
@@ -11,6 +13,7 @@ import logging
 import os
 import signal
 import uuid
+from dataclasses import dataclass
 
 from prometheus_client import Counter
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -22,7 +25,8 @@ from tenacity import (
 )
 
 from notifier import mail, webhooks
-from notifier.planning import plan, wanted_statuses
+from notifier.accounting import counts_move, ended_per_webhook
+from notifier.planning import line_up, plan, wanted_statuses
 from notifier.webhooks import Attempt
 from shared.background.periodic import Loop, Supervisor
 from shared.db import driver
@@ -41,10 +45,24 @@ log = logging.getLogger(__name__)
 
 BATCH = 500  # history rows per fan-out
 CLAIM = 20  # deliveries attempted at once by one notifier
+# Batches of its own deliveries a fan-out attempts at once instead of leaving them to be
+# claimed: no claim statement, no row version for it. More would lengthen the leases of
+# the last (a batch's bound each), the wait should that notifier die with them.
+LINED_UP_BATCHES = 12
 # A lease lasts an attempt's WEBHOOK_TIMEOUT_SECONDS and this margin to record its outcome,
 # retried this long through a database blip: unrecorded, it would be sent again.
 RECORD_MARGIN_S = 5.0
 ATTEMPTS = Counter("taskq_notifier_attempts_total", "Delivery attempts", ["channel", "outcome"])
+
+
+@dataclass(frozen=True)
+class Made:
+    """What one fan-out made: the deliveries lined up for this notifier, whom they go to."""
+
+    lined_up: list[DeliveryRecord]
+    hooks: dict[uuid.UUID, WebhookRecord]
+    people: dict[uuid.UUID, UserRecord]
+    more: bool  # a full batch of history was read: more may be waiting
 
 
 class Notifier:
@@ -63,38 +81,69 @@ class Notifier:
         """Claim nothing more, and let the batch that is out finish and be recorded: cut
         short, a delivery the receiver took would be sent again once its lease ran out."""
         self._draining = True
-        bound_s = self._settings.webhook_timeout_seconds + RECORD_MARGIN_S
         with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(bound_s), self._attempting:
+            async with asyncio.timeout(self._bound_s), self._attempting:
                 pass
 
     async def close(self) -> None:
         await self._client.close()
 
     async def fan_out(self) -> bool:
-        """Deliveries for the next settled events; True if more may be waiting."""
+        """Deliveries for the next settled events, and the first attempt of those this
+        notifier lined up for itself; True if more may be waiting."""
+        if self._draining:
+            return False
+        # Taken first, so that no batch is out as the leases of those lined up begin.
+        async with self._attempting:
+            made = await self._make_deliveries()
+            if made is None:
+                return False
+            await self._attempt_lined_up(made)
+        return made.more
+
+    async def _make_deliveries(self) -> "Made | None":
+        """In one transaction with moving the cursor past their events: the deliveries,
+        the first of them lined up for this notifier (`planning.line_up`)."""
         async with connect(self._engine) as conn, driver.transaction(conn):
             history = EventRepository(conn)
             outbox = DeliveryRepository(conn)
-            position = await outbox.lock_cursor()
-            if position is None:
-                return False  # another notifier is at it
+            locked = await outbox.lock_cursor()
+            if locked is None:
+                return None  # another notifier is at it
+            position, now = locked
             events = await history.settled_after(position, limit=BATCH)
             if not events:
-                return False
+                return None
             subscriptions = await WebhookRepository(conn).enabled_with_scope()
             recipients = await UserRepository(conn).email_recipients()
             statuses = wanted_statuses(subscriptions, recipients)
             wanted = [event for event in events if event.to_status in statuses]
             tasks = await TaskRepository(conn).many({event.task_id for event in wanted})
-            await outbox.add(plan(wanted, subscriptions, recipients, tasks))
+            rows = plan(wanted, subscriptions, recipients, tasks)
+            lined_up = line_up(
+                rows, now=now, per_batch=CLAIM, batches=LINED_UP_BATCHES, bound_s=self._bound_s
+            )
+            await outbox.add(rows)
             await outbox.advance(events[-1].position)
-        return len(events) == BATCH
+        return Made(
+            lined_up=lined_up,
+            hooks={webhook.id: webhook for webhook, _ in subscriptions},
+            people={user.id: user for user in recipients},
+            more=len(events) == BATCH,
+        )
+
+    async def _attempt_lined_up(self, made: "Made") -> None:
+        """Batch after batch; a notifier told to stop hands back those not yet begun."""
+        for start in range(0, len(made.lined_up), CLAIM):
+            if self._draining:
+                async with connect(self._engine) as conn:
+                    await DeliveryRepository(conn).release([d.id for d in made.lined_up[start:]])
+                return
+            await self._attempt_batch(made.lined_up[start : start + CLAIM], made.hooks, made.people)
 
     async def deliver(self) -> bool:
-        """Attempt what is due; True if a full batch was claimed (more may be due).
-
-        A batch costs three statements however large: the claim, one read of its
+        """Attempt what is due in the outbox; True if a full batch was claimed (more may be
+        due). A batch costs three statements however large: the claim, one read of its
         recipients, one write of its outcomes (and one per webhook whose count moved).
         """
         if self._draining:
@@ -103,9 +152,8 @@ class Notifier:
             return await self._deliver_batch()
 
     async def _deliver_batch(self) -> bool:
-        lease_s = self._settings.webhook_timeout_seconds + RECORD_MARGIN_S
         async with connect(self._engine) as conn:
-            due = await DeliveryRepository(conn).claim_due(limit=CLAIM, lease_s=lease_s)
+            due = await DeliveryRepository(conn).claim_due(limit=CLAIM, lease_s=self._bound_s)
             if not due:
                 return False
             hooks = await WebhookRepository(conn).by_ids(
@@ -114,12 +162,25 @@ class Notifier:
             people = await UserRepository(conn).by_ids(
                 {d.user_id for d in due if d.user_id is not None}
             )
+        await self._attempt_batch(due, hooks, people)
+        return len(due) == CLAIM
+
+    @property
+    def _bound_s(self) -> float:
+        """How long one batch may take, its attempts and the record of their outcomes."""
+        return self._settings.webhook_timeout_seconds + RECORD_MARGIN_S
+
+    async def _attempt_batch(
+        self,
+        due: list[DeliveryRecord],
+        hooks: dict[uuid.UUID, WebhookRecord],
+        people: dict[uuid.UUID, UserRecord],
+    ) -> None:
         attempts = [self._attempt(delivery, hooks, people) for delivery in due]
         outcomes = [
             self._outcome(d, a) for d, a in zip(due, await asyncio.gather(*attempts), strict=True)
         ]
-        await self._record(outcomes)
-        return len(due) == CLAIM
+        await self._record(outcomes, hooks)
 
     async def _attempt(
         self,
@@ -156,22 +217,29 @@ class Notifier:
         status = DeliveryStatus.PENDING if retry_in is not None else DeliveryStatus.FAILED
         return Outcome(delivery, status, retry_in=retry_in, code=result.code, error=result.error)
 
-    async def _record(self, outcomes: list[Outcome]) -> None:
+    async def _record(self, outcomes: list[Outcome], hooks: dict[uuid.UUID, WebhookRecord]) -> None:
         """The batch's outcomes, and what they do to their subscriptions' failure counts.
 
         Fenced on the attempts: a retry after a commit that did happen writes nothing.
         """
         async for retry in _recording():
             with retry:
-                await self._write(outcomes)
+                await self._write(outcomes, hooks)
         for outcome in outcomes:
             _log_outcome(outcome)
 
-    async def _write(self, outcomes: list[Outcome]) -> None:
+    async def _write(self, outcomes: list[Outcome], hooks: dict[uuid.UUID, WebhookRecord]) -> None:
+        all_ids = {outcome.delivery.id for outcome in outcomes}
+        if not counts_move(ended_per_webhook(outcomes, all_ids), hooks):
+            # The usual batch: all delivered to subscriptions with no failures counted. Its
+            # outcomes are one statement, on its own; no transaction, no webhook row.
+            async with connect(self._engine) as conn:
+                await DeliveryRepository(conn).settle(outcomes)
+            return
         async with connect(self._engine) as conn, driver.transaction(conn):
             settled = await DeliveryRepository(conn).settle(outcomes)
             repository = WebhookRepository(conn)
-            for webhook_id, (reset, failures) in _ended_per_webhook(outcomes, settled).items():
+            for webhook_id, (reset, failures) in ended_per_webhook(outcomes, settled).items():
                 await repository.note_outcomes(
                     webhook_id,
                     reset=reset,
@@ -188,24 +256,6 @@ def _recording() -> AsyncRetrying:
         stop=stop_after_delay(RECORD_MARGIN_S),
         reraise=True,
     )
-
-
-def _ended_per_webhook(
-    outcomes: list[Outcome], settled: set[uuid.UUID]
-) -> dict[uuid.UUID, tuple[bool, int]]:
-    """Per webhook, of its deliveries that ended here: whether one was delivered, and how
-    many failed after the last one delivered (those continue the count in a row)."""
-    ended: dict[uuid.UUID, tuple[bool, int]] = {}
-    for outcome in outcomes:
-        webhook_id = outcome.delivery.webhook_id
-        if webhook_id is None or outcome.delivery.id not in settled:
-            continue
-        reset, failures = ended.get(webhook_id, (False, 0))
-        if outcome.status is DeliveryStatus.DELIVERED:
-            ended[webhook_id] = (True, 0)
-        elif outcome.status is DeliveryStatus.FAILED:
-            ended[webhook_id] = (reset, failures + 1)
-    return ended
 
 
 def _log_outcome(outcome: Outcome) -> None:

@@ -2,12 +2,19 @@
 
 import uuid
 from collections.abc import Iterable, Mapping
+from datetime import datetime, timedelta
 from typing import Any
 
 from api.schemas import TaskOut
 from shared.domain.enums import TaskStatus
-from shared.domain.notifications import Channel, event_type
-from shared.domain.records import StreamEvent, TaskRecord, UserRecord, WebhookRecord
+from shared.domain.notifications import Channel, DeliveryStatus, event_type
+from shared.domain.records import (
+    DeliveryRecord,
+    StreamEvent,
+    TaskRecord,
+    UserRecord,
+    WebhookRecord,
+)
 
 # A webhook and whose tasks it sees: its owner's, or (None) everybody's for an admin's.
 Subscription = tuple[WebhookRecord, uuid.UUID | None]
@@ -61,3 +68,48 @@ def wanted_statuses(subscriptions: list[Subscription], recipients: list[UserReco
     """Statuses anybody is notified about: events of others need no task read at all."""
     found = {status.value for webhook, _ in subscriptions for status in webhook.events}
     return found | {status.value for user in recipients for status in user.notify_email}
+
+
+def line_up(
+    rows: list[dict[str, Any]], *, now: datetime, per_batch: int, batches: int, bound_s: float
+) -> list[DeliveryRecord]:
+    """Make the first `per_batch * batches` of `rows` attempts under way as they are
+    stored, so that the notifier making them attempts them at once, without claiming
+    them back from the outbox: they are sent in batches of `per_batch`, one after the
+    other, each batch within `bound_s`. Each row's lease covers its own batch and those
+    before it: if the notifier dies with them, another takes them over then, same id. The
+    rest stay pending, for any notifier to claim. Gives every row its id; returns the
+    records of those lined up."""
+    lined_up = []
+    for index, row in enumerate(rows):
+        row.update(
+            id=uuid.uuid4(),
+            status=DeliveryStatus.PENDING.value,
+            attempts=0,
+            next_attempt_at=now,
+            leased_until=None,
+            first_attempt_at=None,
+            last_attempt_at=None,
+        )
+        batch = index // per_batch
+        if batch >= batches:
+            continue
+        lease_end = now + timedelta(seconds=bound_s * (batch + 1))
+        # Not due before its lease ends: the outbox's scan for due rows passes it by.
+        row.update(
+            attempts=1,
+            next_attempt_at=lease_end,
+            leased_until=lease_end,
+            first_attempt_at=now,
+            last_attempt_at=now,
+        )
+        lined_up.append(
+            DeliveryRecord(
+                **row,
+                last_response_code=None,
+                last_error=None,
+                created_at=now,
+                delivered_at=None,
+            )
+        )
+    return lined_up

@@ -10,7 +10,7 @@ the attempt that claimed them.
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import (
@@ -20,6 +20,7 @@ from sqlalchemy import (
     Interval,
     String,
     Uuid,
+    any_,
     bindparam,
     case,
     column,
@@ -41,7 +42,7 @@ from shared.domain.records import DeliveryRecord
 
 _PENDING = DeliveryStatus.PENDING.value
 _CURSOR = (
-    select(notifier_cursor.c.xact_id, notifier_cursor.c.event_id)
+    select(notifier_cursor.c.xact_id, notifier_cursor.c.event_id, func.now())
     .where(notifier_cursor.c.id == 1)
     .with_for_update(skip_locked=True)
 )
@@ -127,18 +128,35 @@ _SETTLE = (
     )
     .returning(deliveries.c.id)
 )
+_RELEASE = (
+    update(deliveries)
+    .where(
+        deliveries.c.id == any_(bindparam("ids", type_=ARRAY(Uuid()))),
+        deliveries.c.status == _PENDING,
+        deliveries.c.attempts == 1,
+        deliveries.c.leased_until.is_not(None),
+    )
+    .values(
+        attempts=0,
+        leased_until=None,
+        next_attempt_at=func.now(),
+        first_attempt_at=None,
+        last_attempt_at=None,
+    )
+    .returning(deliveries.c.id)
+)
 
 
 class DeliveryRepository:
     def __init__(self, conn: AsyncConnection) -> None:
         self._conn = conn
 
-    async def lock_cursor(self) -> StreamPosition | None:
-        """The notifier's position (migration 0007 placed it), locked for this transaction;
-        None while another notifier holds it."""
+    async def lock_cursor(self) -> tuple[StreamPosition, datetime] | None:
+        """The notifier's position (migration 0007 placed it), locked for this transaction,
+        and the transaction's `now()`; None while another notifier holds it."""
         with translate_unavailable():
             row = (await self._conn.execute(_CURSOR)).first()
-        return None if row is None else (int(row[0]), int(row[1]))
+        return None if row is None else ((int(row[0]), int(row[1])), row[2])
 
     async def advance(self, position: StreamPosition) -> None:
         statement = (
@@ -150,11 +168,15 @@ class DeliveryRepository:
             await self._conn.execute(statement)
 
     async def add(self, rows: Sequence[dict[str, Any]]) -> None:
+        """Store deliveries, each row with every column but those the table fills in."""
         if rows:
             with translate_unavailable():
-                await self._conn.execute(
-                    insert(deliveries), [{**r, "status": _PENDING} for r in rows]
-                )
+                await self._conn.execute(insert(deliveries), list(rows))
+
+    async def release(self, ids: Sequence[uuid.UUID]) -> None:
+        """Hand back deliveries lined up for a first attempt that was never made (the
+        notifier is stopping): due now, for any notifier, as if never claimed."""
+        await driver.fetch_all(self._conn, _RELEASE, {"ids": list(ids)})
 
     async def claim_due(self, *, limit: int, lease_s: float) -> list[DeliveryRecord]:
         """Due deliveries for this notifier to attempt now, each counted as an attempt."""
