@@ -4,7 +4,6 @@ import uuid
 
 from shared.db.deliveries import Outcome
 from shared.domain.notifications import DeliveryStatus
-from shared.domain.records import WebhookRecord
 
 
 def ended_per_webhook(
@@ -23,16 +22,3 @@ def ended_per_webhook(
         elif outcome.status is DeliveryStatus.FAILED:
             ended[webhook_id] = (reset, failures + 1)
     return ended
-
-
-def counts_move(
-    ended: dict[uuid.UUID, tuple[bool, int]], hooks: dict[uuid.UUID, WebhookRecord]
-) -> bool:
-    """Whether recording these outcomes may change a subscription's failure count: a
-    failure, or a delivery to one whose count (as read for this batch) was not 0. Another
-    notifier's failure counted since that read stays counted until the next delivery."""
-    for webhook_id, (_, failures) in ended.items():
-        known = hooks.get(webhook_id)
-        if failures or known is None or known.consecutive_failures:
-            return True
-    return False

@@ -12,11 +12,12 @@ import contextlib
 import logging
 import os
 import signal
+import time
 import uuid
 from dataclasses import dataclass
 
 from prometheus_client import Counter
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from tenacity import (
     AsyncRetrying,
     retry_if_exception_type,
@@ -25,7 +26,7 @@ from tenacity import (
 )
 
 from notifier import mail, webhooks
-from notifier.accounting import counts_move, ended_per_webhook
+from notifier.accounting import ended_per_webhook
 from notifier.planning import line_up, plan, wanted_statuses
 from notifier.webhooks import Attempt
 from shared.background.periodic import Loop, Supervisor
@@ -49,6 +50,12 @@ CLAIM = 20  # deliveries attempted at once by one notifier
 # claimed: no claim statement, no row version for it. More would lengthen the leases of
 # the last (a batch's bound each), the wait should that notifier die with them.
 LINED_UP_BATCHES = 12
+# The time a fan-out may take from its transaction's start to its first batch's (reads,
+# insert, commit: milliseconds); later batches each start a bound after the one before.
+LINED_UP_START_S = 1.0
+# Recipients as a fan-out read them serve its batches for this long; later ones read them
+# again (a subscription deleted or moved meanwhile must not get the task).
+RECIPIENTS_FRESH_S = 1.0
 # A lease lasts an attempt's WEBHOOK_TIMEOUT_SECONDS and this margin to record its outcome,
 # retried this long through a database blip: unrecorded, it would be sent again.
 RECORD_MARGIN_S = 5.0
@@ -62,6 +69,7 @@ class Made:
     lined_up: list[DeliveryRecord]
     hooks: dict[uuid.UUID, WebhookRecord]
     people: dict[uuid.UUID, UserRecord]
+    begun: float  # time.monotonic() before the transaction that made them
     more: bool  # a full batch of history was read: more may be waiting
 
 
@@ -81,8 +89,9 @@ class Notifier:
         """Claim nothing more, and let the batch that is out finish and be recorded: cut
         short, a delivery the receiver took would be sent again once its lease ran out."""
         self._draining = True
+        # A batch's bound, and a margin for handing back what a fan-out had lined up.
         with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(self._bound_s), self._attempting:
+            async with asyncio.timeout(self._bound_s + RECORD_MARGIN_S), self._attempting:
                 pass
 
     async def close(self) -> None:
@@ -91,19 +100,20 @@ class Notifier:
     async def fan_out(self) -> bool:
         """Deliveries for the next settled events, and the first attempt of those this
         notifier lined up for itself; True if more may be waiting."""
-        if self._draining:
-            return False
         # Taken first, so that no batch is out as the leases of those lined up begin.
         async with self._attempting:
+            if self._draining:
+                return False
             made = await self._make_deliveries()
             if made is None:
                 return False
             await self._attempt_lined_up(made)
         return made.more
 
-    async def _make_deliveries(self) -> "Made | None":
+    async def _make_deliveries(self) -> Made | None:
         """In one transaction with moving the cursor past their events: the deliveries,
         the first of them lined up for this notifier (`planning.line_up`)."""
+        begun = time.monotonic()  # no later than the transaction's now(), the leases' start
         async with connect(self._engine) as conn, driver.transaction(conn):
             history = EventRepository(conn)
             outbox = DeliveryRepository(conn)
@@ -121,7 +131,12 @@ class Notifier:
             tasks = await TaskRepository(conn).many({event.task_id for event in wanted})
             rows = plan(wanted, subscriptions, recipients, tasks)
             lined_up = line_up(
-                rows, now=now, per_batch=CLAIM, batches=LINED_UP_BATCHES, bound_s=self._bound_s
+                rows,
+                now=now,
+                per_batch=CLAIM,
+                batches=LINED_UP_BATCHES,
+                bound_s=self._bound_s,
+                start_s=LINED_UP_START_S,
             )
             await outbox.add(rows)
             await outbox.advance(events[-1].position)
@@ -129,26 +144,62 @@ class Notifier:
             lined_up=lined_up,
             hooks={webhook.id: webhook for webhook, _ in subscriptions},
             people={user.id: user for user in recipients},
+            begun=begun,
             more=len(events) == BATCH,
         )
 
-    async def _attempt_lined_up(self, made: "Made") -> None:
-        """Batch after batch; a notifier told to stop hands back those not yet begun."""
-        for start in range(0, len(made.lined_up), CLAIM):
-            if self._draining:
-                async with connect(self._engine) as conn:
-                    await DeliveryRepository(conn).release([d.id for d in made.lined_up[start:]])
+    async def _attempt_lined_up(self, made: Made) -> None:
+        """Batch after batch, each only while its lease still has a batch's time left;
+        those not begun (the notifier is stopping, a lease ran short, a batch failed) are
+        handed back at once rather than left to their leases."""
+        batches = [made.lined_up[n : n + CLAIM] for n in range(0, len(made.lined_up), CLAIM)]
+        for number, batch in enumerate(batches):
+            # Its lease ends number + 1 bounds after the start: a whole bound must be left.
+            start_by = LINED_UP_START_S + number * self._bound_s
+            if self._draining or time.monotonic() - made.begun > start_by:
+                await self._release(batches[number:])
                 return
-            await self._attempt_batch(made.lined_up[start : start + CLAIM], made.hooks, made.people)
+            try:
+                await self._attempt_batch(batch, *await self._recipients(made, batch))
+            except Exception:
+                await self._release(batches[number + 1 :])
+                raise
+
+    async def _recipients(
+        self, made: Made, batch: list[DeliveryRecord]
+    ) -> tuple[dict[uuid.UUID, WebhookRecord], dict[uuid.UUID, UserRecord]]:
+        """Whom the batch goes to: as the fan-out read them, unless that is too long ago
+        for a change of URL or a deletion to be missed; then as they are now."""
+        if time.monotonic() - made.begun <= RECIPIENTS_FRESH_S:
+            return made.hooks, made.people
+        async with connect(self._engine) as conn:
+            return await self._recipients_of(conn, batch)
+
+    async def _recipients_of(
+        self, conn: AsyncConnection, due: list[DeliveryRecord]
+    ) -> tuple[dict[uuid.UUID, WebhookRecord], dict[uuid.UUID, UserRecord]]:
+        hooks = await WebhookRepository(conn).by_ids(
+            {d.webhook_id for d in due if d.webhook_id is not None}
+        )
+        people = await UserRepository(conn).by_ids(
+            {d.user_id for d in due if d.user_id is not None}
+        )
+        return hooks, people
+
+    async def _release(self, batches: list[list[DeliveryRecord]]) -> None:
+        ids = [delivery.id for batch in batches for delivery in batch]
+        if ids:
+            async with connect(self._engine) as conn:
+                await DeliveryRepository(conn).release(ids)
 
     async def deliver(self) -> bool:
         """Attempt what is due in the outbox; True if a full batch was claimed (more may be
         due). A batch costs three statements however large: the claim, one read of its
         recipients, one write of its outcomes (and one per webhook whose count moved).
         """
-        if self._draining:
-            return False
         async with self._attempting:
+            if self._draining:  # told to stop while it waited for the batch before
+                return False
             return await self._deliver_batch()
 
     async def _deliver_batch(self) -> bool:
@@ -156,12 +207,7 @@ class Notifier:
             due = await DeliveryRepository(conn).claim_due(limit=CLAIM, lease_s=self._bound_s)
             if not due:
                 return False
-            hooks = await WebhookRepository(conn).by_ids(
-                {d.webhook_id for d in due if d.webhook_id is not None}
-            )
-            people = await UserRepository(conn).by_ids(
-                {d.user_id for d in due if d.user_id is not None}
-            )
+            hooks, people = await self._recipients_of(conn, due)
         await self._attempt_batch(due, hooks, people)
         return len(due) == CLAIM
 
@@ -180,7 +226,7 @@ class Notifier:
         outcomes = [
             self._outcome(d, a) for d, a in zip(due, await asyncio.gather(*attempts), strict=True)
         ]
-        await self._record(outcomes, hooks)
+        await self._record(outcomes)
 
     async def _attempt(
         self,
@@ -217,24 +263,23 @@ class Notifier:
         status = DeliveryStatus.PENDING if retry_in is not None else DeliveryStatus.FAILED
         return Outcome(delivery, status, retry_in=retry_in, code=result.code, error=result.error)
 
-    async def _record(self, outcomes: list[Outcome], hooks: dict[uuid.UUID, WebhookRecord]) -> None:
+    async def _record(self, outcomes: list[Outcome]) -> None:
         """The batch's outcomes, and what they do to their subscriptions' failure counts.
 
         Fenced on the attempts: a retry after a commit that did happen writes nothing.
         """
         async for retry in _recording():
             with retry:
-                await self._write(outcomes, hooks)
+                await self._write(outcomes)
         for outcome in outcomes:
             _log_outcome(outcome)
 
-    async def _write(self, outcomes: list[Outcome], hooks: dict[uuid.UUID, WebhookRecord]) -> None:
-        all_ids = {outcome.delivery.id for outcome in outcomes}
-        if not counts_move(ended_per_webhook(outcomes, all_ids), hooks):
-            # The usual batch: all delivered to subscriptions with no failures counted. Its
-            # outcomes are one statement, on its own; no transaction, no webhook row.
+    async def _write(self, outcomes: list[Outcome]) -> None:
+        if all(outcome.status is not DeliveryStatus.FAILED for outcome in outcomes):
+            # The usual batch: no failure given up, so a delivery only starts a count afresh,
+            # which the settling statement does itself; no transaction around it.
             async with connect(self._engine) as conn:
-                await DeliveryRepository(conn).settle(outcomes)
+                await DeliveryRepository(conn).settle(outcomes, restart_counts=True)
             return
         async with connect(self._engine) as conn, driver.transaction(conn):
             settled = await DeliveryRepository(conn).settle(outcomes)

@@ -71,15 +71,21 @@ def wanted_statuses(subscriptions: list[Subscription], recipients: list[UserReco
 
 
 def line_up(
-    rows: list[dict[str, Any]], *, now: datetime, per_batch: int, batches: int, bound_s: float
+    rows: list[dict[str, Any]],
+    *,
+    now: datetime,
+    per_batch: int,
+    batches: int,
+    bound_s: float,
+    start_s: float,
 ) -> list[DeliveryRecord]:
     """Make the first `per_batch * batches` of `rows` attempts under way as they are
     stored, so that the notifier making them attempts them at once, without claiming
     them back from the outbox: they are sent in batches of `per_batch`, one after the
-    other, each batch within `bound_s`. Each row's lease covers its own batch and those
-    before it: if the notifier dies with them, another takes them over then, same id. The
-    rest stay pending, for any notifier to claim. Gives every row its id; returns the
-    records of those lined up."""
+    other, each batch within `bound_s`, the first within `start_s` of `now`. Each row's
+    lease covers its own batch and those before it: if the notifier dies with them, another
+    takes them over then, same id. The rest stay pending, for any notifier to claim. Gives
+    every row its id; returns the records of those lined up."""
     lined_up = []
     for index, row in enumerate(rows):
         row.update(
@@ -94,7 +100,7 @@ def line_up(
         batch = index // per_batch
         if batch >= batches:
             continue
-        lease_end = now + timedelta(seconds=bound_s * (batch + 1))
+        lease_end = now + timedelta(seconds=start_s + bound_s * (batch + 1))
         # Not due before its lease ends: the outbox's scan for due rows passes it by.
         row.update(
             attempts=1,

@@ -122,11 +122,15 @@ async def list_deliveries(
 @router.post(
     "/{webhook_id}/deliveries/{delivery_id}/redeliver",
     status_code=status.HTTP_202_ACCEPTED,
-    responses={404: {"model": ErrorOut, "description": "No such webhook or delivery"}},
+    responses={
+        404: {"model": ErrorOut, "description": "No such webhook or delivery"},
+        409: {"model": ErrorOut, "description": "An attempt of it is under way"},
+    },
 )
 async def redeliver(
     webhook_id: uuid.UUID, delivery_id: uuid.UUID, principal: PrincipalDep, conn: ConnectionDep
 ) -> DeliveryOut:
-    """Send a delivery again now (the same `webhook-id` and body), whatever became of it."""
+    """Send a delivery again now (the same `webhook-id` and body), whatever became of it;
+    409 while an attempt of it is under way."""
     await _repository(conn, principal).get(webhook_id)
     return DeliveryOut.of(await DeliveryRepository(conn).redeliver(webhook_id, delivery_id))

@@ -1,10 +1,11 @@
 """The deliveries aggregate: the notification outbox, and the notifier's place in history.
 
 Rows are made from the history in the transaction that also moves the notifier's cursor
-past their events (so each event is notified once), claimed with FOR UPDATE SKIP LOCKED
-under a short lease (so any number of notifiers share the work, one attempt at a time,
-and no transaction stays open across an HTTP call), and settled by a statement fenced on
-the attempt that claimed them.
+past their events (so each event is notified once), the first of them as attempts already
+leased to the notifier that made them, the rest (and every retry) claimed with FOR UPDATE
+SKIP LOCKED under a short lease (so any number of notifiers share the work, one attempt at
+a time, and no transaction stays open across an HTTP call), and settled by a statement
+fenced on the attempt.
 """
 
 import uuid
@@ -27,6 +28,7 @@ from sqlalchemy import (
     func,
     insert,
     literal_column,
+    or_,
     select,
     update,
 )
@@ -35,8 +37,8 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from shared.db import driver
 from shared.db.engine import translate_unavailable
 from shared.db.events import StreamPosition
-from shared.db.tables import ERROR_MAX_CHARS, deliveries, notifier_cursor
-from shared.domain.errors import DeliveryNotFound
+from shared.db.tables import ERROR_MAX_CHARS, deliveries, notifier_cursor, webhooks
+from shared.domain.errors import DeliveryInFlight, DeliveryNotFound
 from shared.domain.notifications import DeliveryStatus
 from shared.domain.records import DeliveryRecord
 
@@ -105,7 +107,7 @@ _OUTCOME = (
     )
     .render_derived("outcome")
 )
-_SETTLE = (
+_SETTLING = (
     update(deliveries)
     .where(
         deliveries.c.id == _OUTCOME.c.id,
@@ -126,8 +128,23 @@ _SETTLE = (
             else_=deliveries.c.next_attempt_at,
         ),
     )
-    .returning(deliveries.c.id)
 )
+_SETTLE = _SETTLING.returning(deliveries.c.id)
+# The same, and the count of failures in a row started afresh for every subscription that
+# one of them was delivered to (left alone where it is 0: no row rewritten, none locked).
+_SETTLED = _SETTLING.returning(deliveries.c.id, deliveries.c.webhook_id, deliveries.c.status).cte(
+    "settled"
+)
+_RESTART_COUNTS = (
+    update(webhooks)
+    .where(
+        webhooks.c.id.in_(select(_SETTLED.c.webhook_id).where(_SETTLED.c.status == _DELIVERED)),
+        webhooks.c.consecutive_failures != 0,
+    )
+    .values(consecutive_failures=0)
+    .cte("restarted")
+)
+_SETTLE_RESTARTING = select(_SETTLED.c.id).add_cte(_RESTART_COUNTS)
 _RELEASE = (
     update(deliveries)
     .where(
@@ -143,7 +160,6 @@ _RELEASE = (
         first_attempt_at=None,
         last_attempt_at=None,
     )
-    .returning(deliveries.c.id)
 )
 
 
@@ -183,10 +199,14 @@ class DeliveryRepository:
         values = {"limit": limit, "lease": timedelta(seconds=lease_s)}
         return [DeliveryRecord(**row) for row in await driver.fetch_all(self._conn, _CLAIM, values)]
 
-    async def settle(self, outcomes: Sequence[Outcome]) -> set[uuid.UUID]:
+    async def settle(
+        self, outcomes: Sequence[Outcome], *, restart_counts: bool = False
+    ) -> set[uuid.UUID]:
         """Record attempts' outcomes, all in one statement: delivered, failed, or (PENDING)
         again after `retry_in`. Returns the deliveries settled: not one whose attempt was
-        overtaken by another (its lease ran out meanwhile)."""
+        overtaken by another (its lease ran out meanwhile). `restart_counts`: in the same
+        statement, each subscription a settled one was delivered to has had no failure in
+        a row since (right when no outcome is a failure given up)."""
         if not outcomes:
             return set()
         values = {
@@ -199,7 +219,8 @@ class DeliveryRepository:
             "codes": [o.code for o in outcomes],
             "errors": [o.error[:ERROR_MAX_CHARS] if o.error else None for o in outcomes],
         }
-        rows = await driver.fetch_all(self._conn, _SETTLE, values)
+        statement = _SETTLE_RESTARTING if restart_counts else _SETTLE
+        rows = await driver.fetch_all(self._conn, statement, values)
         return {row["id"] for row in rows}
 
     async def of_webhook(self, webhook_id: uuid.UUID, *, limit: int) -> list[DeliveryRecord]:
@@ -214,15 +235,25 @@ class DeliveryRepository:
         return [DeliveryRecord(**row) for row in rows]
 
     async def redeliver(self, webhook_id: uuid.UUID, delivery_id: uuid.UUID) -> DeliveryRecord:
-        """Attempt a delivery again now, whatever became of it: same id, same body."""
+        """Attempt a delivery again now, whatever became of it: same id, same body. Not
+        while an attempt is under way (its lease runs): that one would still go out too."""
+        mine = (deliveries.c.id == delivery_id, deliveries.c.webhook_id == webhook_id)
         statement = (
             update(deliveries)
-            .where(deliveries.c.id == delivery_id, deliveries.c.webhook_id == webhook_id)
+            .where(
+                *mine,
+                or_(deliveries.c.leased_until.is_(None), deliveries.c.leased_until < func.now()),
+            )
             .values(status=_PENDING, next_attempt_at=func.now(), leased_until=None)
             .returning(*deliveries.c)
         )
         with translate_unavailable():
             row = (await self._conn.execute(statement)).mappings().one_or_none()
+            if (
+                row is None
+                and (await self._conn.execute(select(deliveries.c.id).where(*mine))).first()
+            ):
+                raise DeliveryInFlight(f"delivery {delivery_id} is being attempted")
         if row is None:
             raise DeliveryNotFound(f"delivery {delivery_id} not found")
         return DeliveryRecord(**row)

@@ -295,7 +295,8 @@ deliveries = Table(
     Column("status", String(16), nullable=False),
     Column("attempts", Integer, nullable=False, server_default="0"),
     Column("next_attempt_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
-    # While an attempt runs: a notifier that dies mid-attempt leaves it to run out.
+    # While an attempt runs or waits its turn in the notifier that holds it: a notifier
+    # that dies leaves it to run out.
     Column("leased_until", DateTime(timezone=True), nullable=True),
     Column("first_attempt_at", DateTime(timezone=True), nullable=True),
     Column("last_attempt_at", DateTime(timezone=True), nullable=True),

@@ -64,6 +64,10 @@ class DeliveryNotFound(TaskServiceError):
     """This webhook has no delivery with this id."""
 
 
+class DeliveryInFlight(TaskServiceError):
+    """An attempt of this delivery is under way; redeliver it once that has ended."""
+
+
 class AddressRefused(TaskServiceError):
     """The URL's host is a loopback, private, link-local or metadata address."""
 

@@ -280,6 +280,61 @@ async def _arrived(receiver: Receiver, count: int) -> bool:
     return len(receiver.received) >= count
 
 
+async def test_a_notifier_stopped_with_deliveries_lined_up_hands_back_those_not_begun(
+    admin: httpx.AsyncClient, receiver: Receiver, workers: StartWorker, notifiers: Any
+) -> None:
+    # 25 tasks finished before any notifier runs: one fan-out makes all 25 deliveries and
+    # lines them up for itself in a batch of 20 and one of 5.
+    receiver.delay_s = 1.0
+    hook = await subscribe(admin, receiver.url, ["COMPLETED"])
+    await workers()
+    for _ in range(25):
+        await create(admin, params={"duration": 0})
+    await wait_until(lambda: _completed(admin, 25), timeout_s=30, what="25 tasks completed")
+    first = notifiers()
+    await wait_until(lambda: _arrived(receiver, 1), timeout_s=20, what="the first batch")
+    first.signal(signal.SIGTERM)
+    assert await asyncio.to_thread(first.popen.wait, 15) == 0
+    stopped = await deliveries(admin, hook["id"])
+
+    notifiers()
+    await wait_until(lambda: _all_delivered(admin, hook["id"], 25), timeout_s=30, what="25")
+
+    assert sorted((d["status"], d["attempts"]) for d in stopped) == (
+        [("delivered", 1)] * 20 + [("pending", 0)] * 5
+    )
+    assert all(d["attempts"] == 1 for d in await deliveries(admin, hook["id"]))
+    assert len({got.headers["webhook-id"] for got in receiver.received}) == 25
+    assert len(receiver.received) == 25
+
+
+async def _completed(client: httpx.AsyncClient, count: int) -> bool:
+    found = await client.get("/api/v1/tasks", params={"status": "COMPLETED"})
+    return bool(found.json()["total"] >= count)
+
+
+async def _all_delivered(client: httpx.AsyncClient, hook_id: str, count: int) -> bool:
+    found = await deliveries(client, hook_id)
+    return len([d for d in found if d["status"] == "delivered"]) >= count
+
+
+async def test_a_delivery_cannot_be_redelivered_while_an_attempt_of_it_is_under_way(
+    admin: httpx.AsyncClient, receiver: Receiver, workers: StartWorker, notifiers: Any
+) -> None:
+    receiver.hang = True
+    hook = await subscribe(admin, receiver.url, ["COMPLETED"])
+    await workers()
+    notifiers(WEBHOOK_TIMEOUT_SECONDS="30")
+    await create(admin, params={"duration": 0})
+    await wait_until(lambda: _arrived(receiver, 1), timeout_s=20, what="the attempt")
+    [delivery] = await deliveries(admin, hook["id"])
+
+    refused = await admin.post(f"{HOOKS}/{hook['id']}/deliveries/{delivery['id']}/redeliver")
+
+    assert refused.status_code == 409 and "being attempted" in refused.json()["detail"]
+    assert len(receiver.received) == 1
+
+
 async def test_a_redelivery_sends_the_same_message_again(
     admin: httpx.AsyncClient, receiver: Receiver, workers: StartWorker, notifiers: Any
 ) -> None:
