@@ -8,6 +8,7 @@ a time, and no transaction stays open across an HTTP call), and settled by a sta
 fenced on the attempt.
 """
 
+import json
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -16,14 +17,18 @@ from typing import Any
 
 from sqlalchemy import (
     ARRAY,
+    BigInteger,
+    DateTime,
     Float,
     Integer,
     Interval,
     String,
+    Text,
     Uuid,
     any_,
     bindparam,
     case,
+    cast,
     column,
     func,
     insert,
@@ -32,7 +37,9 @@ from sqlalchemy import (
     select,
     update,
 )
+from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.types import TypeEngine
 
 from shared.db import driver
 from shared.db.engine import translate_unavailable
@@ -85,6 +92,38 @@ _CLAIM = (
         last_attempt_at=func.now(),
     )
     .returning(*deliveries.c)
+)
+# New deliveries as arrays, one element per row: one INSERT however many (an executemany
+# runs the single-row INSERT once per row, in PostgreSQL as in the driver).
+_ADDED_COLUMNS: dict[str, TypeEngine[Any]] = {
+    "id": Uuid(),
+    "channel": String(),
+    "webhook_id": Uuid(),
+    "user_id": Uuid(),
+    "event_id": BigInteger(),
+    "task_id": Uuid(),
+    "event_type": String(),
+    "payload": Text(),  # JSON text, cast below
+    "status": String(),
+    "attempts": Integer(),
+    "next_attempt_at": DateTime(timezone=True),
+    "leased_until": DateTime(timezone=True),
+    "first_attempt_at": DateTime(timezone=True),
+    "last_attempt_at": DateTime(timezone=True),
+}
+_ADDED = (
+    func.unnest(*(bindparam(name, type_=ARRAY(kind)) for name, kind in _ADDED_COLUMNS.items()))
+    .table_valued(*(column(name, kind) for name, kind in _ADDED_COLUMNS.items()))
+    .render_derived("added")
+)
+_ADD = insert(deliveries).from_select(
+    list(_ADDED_COLUMNS),
+    select(
+        *(
+            cast(_ADDED.c[name], JSONB) if name == "payload" else _ADDED.c[name]
+            for name in _ADDED_COLUMNS
+        )
+    ),
 )
 # A batch's outcomes as arrays, one element per attempt: one statement whatever its size,
 # built and prepared once (a VALUES list would be compiled anew for every batch).
@@ -186,8 +225,12 @@ class DeliveryRepository:
     async def add(self, rows: Sequence[dict[str, Any]]) -> None:
         """Store deliveries, each row with every column but those the table fills in."""
         if rows:
-            with translate_unavailable():
-                await self._conn.execute(insert(deliveries), list(rows))
+            values: dict[str, list[Any]] = {name: [] for name in _ADDED_COLUMNS}
+            for row in rows:
+                for name, column_values in values.items():
+                    column_values.append(row[name])
+            values["payload"] = [json.dumps(payload) for payload in values["payload"]]
+            await driver.fetch_all(self._conn, _ADD, values)
 
     async def release(self, ids: Sequence[uuid.UUID]) -> None:
         """Hand back deliveries lined up for a first attempt that was never made (the
