@@ -39,8 +39,7 @@ def plan(
 ) -> list[dict[str, Any]]:
     """One delivery row per (event, subscription that wants it) and (event, owner who
     wants e-mail about it). An event of a task that is gone makes none. Every row has
-    both recipient columns: the rows are stored by one statement, which takes the columns
-    of the first for all of them."""
+    both recipient columns: the rows are stored together, a column at a time."""
     rows = []
     for event in events:
         task = tasks.get(event.task_id)

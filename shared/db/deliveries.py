@@ -17,8 +17,6 @@ from typing import Any
 
 from sqlalchemy import (
     ARRAY,
-    BigInteger,
-    DateTime,
     Float,
     Integer,
     Interval,
@@ -95,21 +93,25 @@ _CLAIM = (
 )
 # New deliveries as arrays, one element per row: one INSERT however many (an executemany
 # runs the single-row INSERT once per row, in PostgreSQL as in the driver).
+_ADDED_NAMES = (
+    "id",
+    "channel",
+    "webhook_id",
+    "user_id",
+    "event_id",
+    "task_id",
+    "event_type",
+    "payload",
+    "status",
+    "attempts",
+    "next_attempt_at",
+    "leased_until",
+    "first_attempt_at",
+    "last_attempt_at",
+)
+# Each column's own type, but the payload's: sent as JSON text, cast below.
 _ADDED_COLUMNS: dict[str, TypeEngine[Any]] = {
-    "id": Uuid(),
-    "channel": String(),
-    "webhook_id": Uuid(),
-    "user_id": Uuid(),
-    "event_id": BigInteger(),
-    "task_id": Uuid(),
-    "event_type": String(),
-    "payload": Text(),  # JSON text, cast below
-    "status": String(),
-    "attempts": Integer(),
-    "next_attempt_at": DateTime(timezone=True),
-    "leased_until": DateTime(timezone=True),
-    "first_attempt_at": DateTime(timezone=True),
-    "last_attempt_at": DateTime(timezone=True),
+    name: Text() if name == "payload" else deliveries.c[name].type for name in _ADDED_NAMES
 }
 _ADDED = (
     func.unnest(*(bindparam(name, type_=ARRAY(kind)) for name, kind in _ADDED_COLUMNS.items()))
@@ -234,7 +236,8 @@ class DeliveryRepository:
 
     async def release(self, ids: Sequence[uuid.UUID]) -> None:
         """Hand back deliveries lined up for a first attempt that was never made (the
-        notifier is stopping): due now, for any notifier, as if never claimed."""
+        notifier is stopping, their lease ran short, a batch before them failed): due now,
+        for any notifier, as if never claimed."""
         await driver.fetch_all(self._conn, _RELEASE, {"ids": list(ids)})
 
     async def claim_due(self, *, limit: int, lease_s: float) -> list[DeliveryRecord]:
