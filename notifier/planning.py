@@ -7,7 +7,7 @@ from typing import Any
 
 from api.schemas import TaskOut
 from shared.domain.enums import TaskStatus
-from shared.domain.notifications import Channel, DeliveryStatus, event_type
+from shared.domain.notifications import Channel, DeliveryStatus, encode_payload, event_type
 from shared.domain.records import (
     DeliveryRecord,
     StreamEvent,
@@ -46,13 +46,15 @@ def plan(
         if task is None:
             continue
         status = TaskStatus(event.to_status)
+        body = payload(event, task)
         common = {
             "webhook_id": None,
             "user_id": None,
             "event_id": event.id,
             "task_id": event.task_id,
             "event_type": event_type(status),
-            "payload": payload(event, task),
+            "payload": body,
+            "payload_json": encode_payload(body),  # once an event, however many recipients
         }
         for webhook, scope in subscriptions:
             if status in webhook.events and scope in (None, task.owner_id):

@@ -8,7 +8,6 @@ a time, and no transaction stays open across an HTTP call), and settled by a sta
 fenced on the attempt.
 """
 
-import json
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -44,7 +43,7 @@ from shared.db.engine import translate_unavailable
 from shared.db.events import StreamPosition
 from shared.db.tables import ERROR_MAX_CHARS, deliveries, notifier_cursor, webhooks
 from shared.domain.errors import DeliveryInFlight, DeliveryNotFound
-from shared.domain.notifications import DeliveryStatus
+from shared.domain.notifications import DeliveryStatus, encode_payload
 from shared.domain.records import DeliveryRecord
 
 _PENDING = DeliveryStatus.PENDING.value
@@ -231,7 +230,10 @@ class DeliveryRepository:
             for row in rows:
                 for name, column_values in values.items():
                     column_values.append(row[name])
-            values["payload"] = [json.dumps(payload) for payload in values["payload"]]
+            # As a fan-out encoded them (`plan`), so that it sends what it stored.
+            values["payload"] = [
+                row.get("payload_json") or encode_payload(row["payload"]) for row in rows
+            ]
             await driver.fetch_all(self._conn, _ADD, values)
 
     async def release(self, ids: Sequence[uuid.UUID]) -> None:

@@ -4,11 +4,13 @@ again, and how a webhook's signing secret is made. Pure functions."""
 import base64
 import hashlib
 import hmac
+import json
 import random
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import timedelta
 from enum import StrEnum
+from typing import Any
 
 from shared.domain.enums import TaskStatus
 
@@ -31,6 +33,12 @@ class DeliveryStatus(StrEnum):
 def event_type(status: TaskStatus) -> str:
     """`task.completed` for COMPLETED, and so on."""
     return f"task.{status.value.lower()}"
+
+
+def encode_payload(payload: Mapping[str, Any]) -> str:
+    """A notification's JSON, as stored and as sent: compact, keys sorted, so that every
+    attempt of a delivery sends the same bytes."""
+    return json.dumps(payload, separators=(",", ":"), sort_keys=True)
 
 
 def signing_secret(secret_key: str, webhook_id: uuid.UUID, salt: bytes) -> str:

@@ -198,6 +198,9 @@ class DeliveryRecord:
     last_error: str | None
     created_at: datetime
     delivered_at: datetime | None
+    # The payload as encoded when a fan-out stored it (`encode_payload`), on the records
+    # it lined up for itself: their first attempt sends it as it is, not encoded again.
+    payload_json: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,14 +1,17 @@
 """The notifier's pure policies: which deliveries a fan-out attempts itself, and what a
 batch's outcomes count as failures in a row."""
 
+import dataclasses
+import json
 import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from notifier.accounting import ended_per_webhook
 from notifier.planning import line_up
+from notifier.webhooks import body_of
 from shared.db.deliveries import Outcome
-from shared.domain.notifications import DeliveryStatus
+from shared.domain.notifications import DeliveryStatus, encode_payload
 from shared.domain.records import DeliveryRecord
 
 NOW = datetime(2026, 12, 3, 12, 0, tzinfo=UTC)
@@ -68,3 +71,17 @@ def test_a_failure_counts_only_after_the_last_delivery_of_its_subscription() -> 
 
     assert ended_per_webhook(outcomes, settled) == {HOOK: (True, 2)}
     assert ended_per_webhook(outcomes, set()) == {}
+
+
+def test_a_retry_read_back_from_the_outbox_sends_the_bytes_the_first_attempt_sent() -> None:
+    rows = planned(1)
+    rows[0]["payload"] = {"type": "task.completed", "task": {"title": "é", "result": {"n": 1.5}}}
+    rows[0]["payload_json"] = encode_payload(rows[0]["payload"])
+    [first] = line_up(rows, now=NOW, per_batch=1, batches=1, bound_s=15, start_s=1)
+
+    # What the database gives back for a retry: the stored JSON decoded, nothing encoded.
+    retry = dataclasses.replace(
+        first, payload=json.loads(rows[0]["payload_json"]), payload_json=None
+    )
+
+    assert body_of(retry) == body_of(first) == rows[0]["payload_json"]
