@@ -29,6 +29,7 @@ import httpx
 from api import pagination
 from api.auth import SESSION_COOKIE
 from bench import bare, celery_peer, cpu, profile
+from bench.receiver import LeanReceiver
 from shared.db.engine import create_engine
 from shared.domain.enums import Role
 from shared.messaging.topology import topology
@@ -43,7 +44,6 @@ from tests.support.processes import (
     start_worker,
     wait_ready,
 )
-from tests.support.receiver import Receiver
 from tests.support.services import find_services
 from tests.support.users import auth, make_user
 
@@ -472,7 +472,7 @@ class Bench:
         delivering them to a receiver here) against the same drain without, alternated."""
         self.stop_all()
         await self.start_api(**NOTIFYING)
-        receiver = Receiver()
+        receiver = LeanReceiver()
         await receiver.start()
 
         runs: dict[str, list[float]] = {"without": [], "with": []}
@@ -492,6 +492,8 @@ class Bench:
                     notifier_cpu_s, bench_cpu_s = _cpu_s(notifier.popen.pid), time.process_time()
                     runs["with"].append(await self._run_workers(backlog))
                     delivered_per_s.append(await self._all_delivered(backlog))
+                    if receiver.received < backlog * (len(delivered_per_s)):
+                        raise SystemExit(f"the receiver got {receiver.received} requests")
                     # Per delivery: the notifier's CPU, and this process's (the receiver,
                     # and the bench's own polling) for comparison.
                     notifier_cpu_s = _cpu_s(notifier.popen.pid) - notifier_cpu_s
