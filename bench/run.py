@@ -492,7 +492,7 @@ class Bench:
                     notifier_cpu_s, bench_cpu_s = _cpu_s(notifier.popen.pid), time.process_time()
                     runs["with"].append(await self._run_workers(backlog))
                     delivered_per_s.append(await self._all_delivered(backlog))
-                    if receiver.received < backlog * (len(delivered_per_s)):
+                    if receiver.received < backlog * len(delivered_per_s):
                         raise SystemExit(f"the receiver got {receiver.received} requests")
                     # Per delivery: the notifier's CPU, and this process's (the receiver,
                     # and the bench's own polling) for comparison.
