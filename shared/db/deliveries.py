@@ -230,7 +230,7 @@ class DeliveryRepository:
             for row in rows:
                 for name, column_values in values.items():
                     column_values.append(row[name])
-            # As a fan-out encoded them (`plan`), so that it sends what it stored.
+            # As the fan-out encoded them (`plan`): encoded once, stored and sent.
             values["payload"] = [
                 row.get("payload_json") or encode_payload(row["payload"]) for row in rows
             ]

@@ -2,7 +2,7 @@
 
 import uuid
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -198,9 +198,9 @@ class DeliveryRecord:
     last_error: str | None
     created_at: datetime
     delivered_at: datetime | None
-    # The payload as encoded when a fan-out stored it (`encode_payload`), on the records
-    # it lined up for itself: their first attempt sends it as it is, not encoded again.
-    payload_json: str | None = None
+    # The payload as a fan-out encoded it to store it (`encode_payload`), on the records it
+    # lined up for itself: their first attempt sends that text rather than encoding again.
+    payload_json: str | None = field(default=None, compare=False, repr=False)
 
 
 @dataclass(frozen=True, slots=True)

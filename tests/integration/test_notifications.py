@@ -213,6 +213,8 @@ async def test_a_notifier_killed_mid_delivery_delivers_after_restart_with_the_sa
     ids = [got.headers["webhook-id"] for got in receiver.received]
     assert len(ids) == 2 and ids[0] == ids[1] == f"msg_{uuid.UUID(delivered['id']).hex}"
     assert delivered["attempts"] == 2
+    # The first attempt sent the fan-out's text, the second the stored row's: same bytes.
+    assert receiver.received[0].body == receiver.received[1].body
 
 
 class CuttingReceiver(Receiver):
