@@ -43,7 +43,7 @@ from shared.db.engine import translate_unavailable
 from shared.db.events import StreamPosition
 from shared.db.tables import ERROR_MAX_CHARS, deliveries, notifier_cursor, webhooks
 from shared.domain.errors import DeliveryInFlight, DeliveryNotFound
-from shared.domain.notifications import DeliveryStatus, encode_payload
+from shared.domain.notifications import DeliveryStatus
 from shared.domain.records import DeliveryRecord
 
 _PENDING = DeliveryStatus.PENDING.value
@@ -224,16 +224,13 @@ class DeliveryRepository:
             await self._conn.execute(statement)
 
     async def add(self, rows: Sequence[dict[str, Any]]) -> None:
-        """Store deliveries, each row with every column but those the table fills in."""
+        """Store deliveries as `planning.plan` made them: each row with every column but
+        those the table fills in, its payload as the text its first attempt sends."""
         if rows:
             values: dict[str, list[Any]] = {name: [] for name in _ADDED_COLUMNS}
             for row in rows:
                 for name, column_values in values.items():
-                    column_values.append(row[name])
-            # As the fan-out encoded them (`plan`): encoded once, stored and sent.
-            values["payload"] = [
-                row.get("payload_json") or encode_payload(row["payload"]) for row in rows
-            ]
+                    column_values.append(row["payload_json" if name == "payload" else name])
             await driver.fetch_all(self._conn, _ADD, values)
 
     async def release(self, ids: Sequence[uuid.UUID]) -> None:

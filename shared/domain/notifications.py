@@ -36,8 +36,8 @@ def event_type(status: TaskStatus) -> str:
 
 
 def encode_payload(payload: Mapping[str, Any]) -> str:
-    """A notification's JSON, as stored and as sent: compact, keys sorted, so that every
-    attempt of a delivery sends the same bytes."""
+    """A notification's JSON, as stored and as sent: compact, keys sorted, the same
+    encoding on every attempt of a delivery (a retry encodes what JSONB gave back)."""
     return json.dumps(payload, separators=(",", ":"), sort_keys=True)
 
 
